@@ -1,0 +1,3 @@
+from syntropism.cli import app
+
+app(prog_name="syntropism")

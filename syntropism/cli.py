@@ -1,0 +1,229 @@
+"""The ``syntropism`` command line."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import signal
+import sys
+from collections.abc import Callable, Coroutine
+from pathlib import Path
+from typing import Any, TypeVar
+
+import typer
+from pydantic import ValidationError
+from rich.console import Console
+from rich.logging import RichHandler
+from rich.table import Table
+
+from syntropism.config import ENV_PREFIX, ConfigError, Settings, load_settings, parse_overrides
+from syntropism.core.runtime import Runtime, open_bus
+from syntropism.infra.database import Database, DatabaseUnavailable
+from syntropism.infra.embedded_nats import NatsServerFailed, NatsServerNotFound
+from syntropism.infra.host import host_checks
+from syntropism.infra.nats_bus import BusUnavailable, EventBus, ReceivedEvent
+from syntropism.infra.outbox import OutboxRelay
+from syntropism.infra.state_dir import StateDirBusy
+from syntropism.infra.telemetry import setup_tracing
+
+app = typer.Typer(
+    help="Syntropism: a market-governed runtime for autonomous agents.", no_args_is_help=True, add_completion=False
+)
+console = Console()
+err_console = Console(stderr=True)
+log = logging.getLogger("syntropism")
+
+# Failures the user can fix: print the message (which says how) and exit 2, without a traceback.
+USER_ERRORS = (
+    ConfigError,
+    StateDirBusy,
+    NatsServerNotFound,
+    NatsServerFailed,
+    BusUnavailable,
+    DatabaseUnavailable,
+)
+T = TypeVar("T")
+
+
+@app.callback()
+def main(
+    ctx: typer.Context,
+    config: Path | None = typer.Option(None, "--config", "-c", help="TOML config file (or SYNTROPISM_CONFIG)."),
+    state_dir: Path | None = typer.Option(None, "--state-dir", help="State folder (SYNTROPISM_STATE_DIR)."),
+    set_: list[str] = typer.Option([], "--set", help="Override any setting: --set clearing_interval_seconds=2."),
+) -> None:
+    ctx.obj = {"config": config, "overrides": {**({"state_dir": state_dir} if state_dir else {})}, "set": set_}
+
+
+def _settings(ctx: typer.Context, **flags: Any) -> Settings:
+    """Effective settings: command flags over --set over env over the config file over defaults."""
+    try:
+        overrides = {**ctx.obj["overrides"], **parse_overrides(ctx.obj["set"])}
+        overrides.update({key: value for key, value in flags.items() if value is not None})
+        settings = load_settings(ctx.obj["config"], overrides)
+    except ValidationError as exc:
+        problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']} (got {e['input']!r})" for e in exc.errors())
+        raise ConfigError(f"invalid configuration: {problems}") from exc
+    _setup_logging(settings.log_level)
+    return settings
+
+
+def _setup_logging(level: str) -> None:
+    root = logging.getLogger()
+    if not any(isinstance(handler, RichHandler) for handler in root.handlers):
+        root.addHandler(RichHandler(console=err_console, show_path=False, rich_tracebacks=True))
+    root.setLevel(level)
+    logging.getLogger("alembic").setLevel(max(logging.WARNING, root.level))
+
+
+def _run_user_facing(work: Callable[[], T]) -> T:
+    try:
+        return work()
+    except USER_ERRORS as exc:
+        err_console.print(f"[bold red]error:[/] {exc}")
+        raise typer.Exit(2) from exc
+
+
+def _run_async(coroutine_factory: Callable[[], Coroutine[Any, Any, T]]) -> T:
+    return _run_user_facing(lambda: asyncio.run(coroutine_factory()))
+
+
+@app.command()
+def run(
+    ctx: typer.Context,
+    seconds: float | None = typer.Option(None, "--seconds", min=0, help="Stop after this many seconds."),
+    database_url: str | None = typer.Option(None, "--database-url", help="SQLAlchemy URL (default: SQLite)."),
+    nats_url: str | None = typer.Option(None, "--nats-url", help="External NATS; default: embedded server."),
+) -> None:
+    """Start the economy: database, NATS JetStream, outbox relay. Ctrl-C stops it cleanly."""
+    settings = _run_user_facing(lambda: _settings(ctx, database_url=database_url, nats_url=nats_url))
+
+    async def _run() -> None:
+        async with Runtime(settings) as runtime:
+            runtime.install_signal_handlers()
+            console.print(
+                f"[bold green]Syntropism running[/] — state in {settings.state_dir.resolve()}; "
+                + ("Ctrl-C to stop." if seconds is None else f"stopping after {seconds:g}s (or Ctrl-C).")
+            )
+            await runtime.wait(seconds)
+            console.print("Stopping: draining the outbox …")
+        assert runtime.relay is not None
+        console.print(f"[bold]Stopped cleanly.[/] Events relayed this run: {runtime.relay.stats.published}.")
+
+    _run_async(_run)
+
+
+@app.command()
+def relay(
+    ctx: typer.Context,
+    once: bool = typer.Option(False, "--once", help="Publish what is committed now, then exit."),
+) -> None:
+    """Run only the outbox relay against the configured database and NATS (for split deployments)."""
+    settings = _run_user_facing(lambda: _settings(ctx))
+    if not settings.nats_url:
+        raise typer.BadParameter("the standalone relay needs SYNTROPISM_NATS_URL (or --set nats_url=…)")
+
+    async def _relay() -> None:
+        setup_tracing(settings)
+        database = Database(settings.effective_database_url, sqlite_synchronous=settings.sqlite_synchronous)
+        await asyncio.to_thread(database.migrate)
+        bus = await EventBus.connect(settings.nats_url or "", settings)
+        try:
+            await bus.ensure_stream()
+            outbox_relay = OutboxRelay(
+                database, bus, batch_size=settings.relay_batch_size, poll_seconds=settings.relay_poll_seconds
+            )
+            if once:
+                await outbox_relay.drain()
+            else:
+                stop = asyncio.Event()
+                loop = asyncio.get_running_loop()
+                for sig in (signal.SIGINT, signal.SIGTERM):
+                    loop.add_signal_handler(sig, stop.set)
+                await outbox_relay.run(stop)
+            console.print(f"relayed {outbox_relay.stats.published} events")
+        finally:
+            await bus.close()
+            database.dispose()
+
+    _run_async(_relay)
+
+
+@app.command()
+def config(ctx: typer.Context, as_json: bool = typer.Option(False, "--json", help="Print JSON.")) -> None:
+    """Print the effective configuration, and the environment variable for each knob."""
+    settings = _run_user_facing(lambda: _settings(ctx))
+    values = settings.model_dump(mode="json")
+    if as_json:
+        sys.stdout.write(json.dumps(values, indent=2) + "\n")
+        return
+    caption = f"Each knob is also the environment variable {ENV_PREFIX}<KNOB>."
+    table = Table(title="Effective configuration", caption=caption)
+    table.add_column("knob", no_wrap=True)
+    table.add_column("value", overflow="fold")
+    table.add_column("meaning", ratio=1)
+    for name, field in Settings.model_fields.items():
+        table.add_row(name, json.dumps(values[name]), field.description or "")
+    console.print(table)
+    console.print(f"database: {settings.effective_database_url}")
+
+
+def _format_event(received: ReceivedEvent) -> str:
+    event = received.event
+    data = json.dumps(event.data.model_dump(mode="json"), separators=(",", ":"))
+    agent = f" agent={event.agent_id}" if event.agent_id else ""
+    return f"[dim]{received.stream_seq:>6} {event.timestamp:%H:%M:%S.%f}[/] [bold cyan]{event.type}[/]{agent} {data}"
+
+
+@app.command()
+def events(
+    ctx: typer.Context,
+    follow: bool = typer.Option(False, "--follow", "-f", help="Keep printing new events."),
+    event_type: list[str] = typer.Option([], "--type", "-t", help="market.bid_placed, market.* or market."),
+    agent: str | None = typer.Option(None, "--agent", "-a", help="Only events about this agent."),
+    as_json: bool = typer.Option(False, "--json", help="One JSON event per line."),
+) -> None:
+    """Print the event stream from JetStream, oldest first."""
+    settings = _run_user_facing(lambda: _settings(ctx))
+
+    async def _read() -> None:
+        async with open_bus(settings) as bus:
+            async for received in bus.read(event_type, follow=follow):
+                if agent is not None and received.event.agent_id != agent:
+                    continue
+                if as_json:
+                    sys.stdout.write(received.event.model_dump_json() + "\n")
+                    sys.stdout.flush()
+                else:
+                    console.print(_format_event(received), highlight=False, soft_wrap=True)
+
+    with contextlib.suppress(KeyboardInterrupt):  # Ctrl-C ends --follow
+        _run_async(_read)
+
+
+@app.command()
+def doctor(ctx: typer.Context) -> None:
+    """What this host offers: nats-server, database, cgroups, namespaces, bubblewrap — and how to fix gaps."""
+    settings = _run_user_facing(lambda: _settings(ctx))
+    checks = host_checks(settings)
+    table = Table("check", "status", "found", "how to fix", title="syntropism doctor")
+    for check in checks:
+        status = "[green]ok[/]" if check.ok else "[red]MISSING[/]" if check.required else "[yellow]missing[/]"
+        table.add_row(check.name, status, check.detail, check.fix)
+    console.print(table)
+    if any(check.required and not check.ok for check in checks):
+        raise typer.Exit(1)
+
+
+@app.command()
+def migrate(ctx: typer.Context) -> None:
+    """Bring the database schema to the newest migration (``run`` does this on every start)."""
+    settings = _run_user_facing(lambda: _settings(ctx))
+    database = Database(settings.effective_database_url, sqlite_synchronous=settings.sqlite_synchronous)
+    try:
+        _run_user_facing(database.migrate)
+        console.print(f"schema at revision {database.current_revision()}")
+    finally:
+        database.dispose()

@@ -1,0 +1,152 @@
+"""The runtime: composes the database, the event bus and the outbox relay into one process.
+
+Start order: own the state folder → migrate the database → start (or connect to) NATS → ensure the stream →
+relay. Stop order is the reverse, and the outbox is drained before NATS goes away, so a clean stop leaves no
+committed event unpublished. Later capabilities (market, executor, System Service) attach to a started
+:class:`Runtime` and use its ``database``, ``bus`` and ``relay``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import signal
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime
+
+from syntropism.config import Settings
+from syntropism.infra.database import Database
+from syntropism.infra.embedded_nats import EmbeddedNatsServer
+from syntropism.infra.nats_bus import EventBus
+from syntropism.infra.outbox import OutboxRelay
+from syntropism.infra.state_dir import RuntimeInfo, StateDirLock, read_runtime_info
+from syntropism.infra.telemetry import setup_tracing
+
+log = logging.getLogger(__name__)
+
+
+class Runtime:
+    """One running economy on one state folder."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.lock = StateDirLock(settings.state_dir)
+        self.database = Database(settings.effective_database_url, sqlite_synchronous=settings.sqlite_synchronous)
+        self.nats_server: EmbeddedNatsServer | None = None
+        self.bus: EventBus | None = None
+        self.relay: OutboxRelay | None = None
+        self.stopping = asyncio.Event()
+        self._tasks: list[asyncio.Task[None]] = []
+
+    async def start(self) -> None:
+        self.lock.acquire()
+        try:
+            await self._start()
+        except BaseException:
+            await self.stop()
+            raise
+
+    async def _start(self) -> None:
+        setup_tracing(self.settings)
+        await asyncio.to_thread(self.database.migrate)
+        nats_url = self.settings.nats_url
+        if nats_url is None:
+            self.nats_server = EmbeddedNatsServer(self.settings.nats_store_dir, binary=self.settings.nats_server_binary)
+            nats_url = await self.nats_server.start()
+        self.bus = await EventBus.connect(nats_url, self.settings)
+        await self.bus.ensure_stream()
+        self.relay = OutboxRelay(
+            self.database,
+            self.bus,
+            batch_size=self.settings.relay_batch_size,
+            poll_seconds=self.settings.relay_poll_seconds,
+        )
+        self.relay.wake_on_commit(asyncio.get_running_loop())
+        self._tasks.append(asyncio.create_task(self.relay.run(self.stopping), name="outbox-relay"))
+        self.lock.advertise(
+            RuntimeInfo(os.getpid(), nats_url, self.settings.effective_database_url, datetime.now(UTC).isoformat())
+        )
+        log.info(
+            "runtime ready: database %s, NATS %s%s, stream %s",
+            self.database.engine.url.render_as_string(hide_password=True),
+            nats_url,
+            " (embedded)" if self.nats_server else "",
+            self.settings.stream_name,
+        )
+
+    def request_stop(self) -> None:
+        self.stopping.set()
+
+    async def wait(self, seconds: float | None = None) -> None:
+        """Run until a stop is requested (signal, caller) or ``seconds`` have passed."""
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self.stopping.wait(), timeout=seconds)
+
+    async def stop(self) -> None:
+        self.stopping.set()
+        for task in self._tasks:
+            try:
+                await task
+            except Exception:
+                log.exception("task %s failed while stopping", task.get_name())
+        self._tasks.clear()
+        if self.bus is not None:
+            await self.bus.close()
+            self.bus = None
+        if self.nats_server is not None:
+            self.nats_server.stop()
+            self.nats_server = None
+        self.database.dispose()
+        self.lock.release()
+
+    def install_signal_handlers(self) -> None:
+        """Ctrl-C / SIGTERM ask for a clean stop instead of tearing the process down mid-transaction."""
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, self._on_signal, sig)
+
+    def _on_signal(self, sig: signal.Signals) -> None:
+        log.info("received %s: stopping cleanly", sig.name)
+        self.request_stop()
+
+    async def __aenter__(self) -> Runtime:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.stop()
+
+
+@contextlib.asynccontextmanager
+async def open_bus(settings: Settings) -> AsyncIterator[EventBus]:
+    """The event bus for a reader such as ``syntropism events``.
+
+    Connects to the configured NATS, else to the embedded server of the runtime that owns the state folder;
+    when no runtime runs, starts the embedded server on the stored data for as long as the reader needs it.
+    """
+    if settings.nats_url:
+        url, server, lock = settings.nats_url, None, None
+    else:
+        lock = StateDirLock(settings.state_dir)
+        if lock.try_acquire():
+            server = EmbeddedNatsServer(settings.nats_store_dir, binary=settings.nats_server_binary)
+            url = await server.start()
+        else:
+            info = read_runtime_info(settings.state_dir)
+            if info is None:
+                raise RuntimeError(f"a runtime holds {settings.state_dir} but has not advertised its NATS yet")
+            url, server, lock = info.nats_url, None, None
+    try:
+        bus = await EventBus.connect(url, settings)
+        try:
+            await bus.ensure_stream()
+            yield bus
+        finally:
+            await bus.close()
+    finally:
+        if server is not None:
+            server.stop()
+        if lock is not None:
+            lock.release()

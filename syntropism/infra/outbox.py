@@ -1,0 +1,171 @@
+"""Transactional outbox: an event commits in the same transaction as its state change; a relay publishes it.
+
+``record_event`` adds the event to the caller's transaction, so there is no state change without its event and
+no event without its state change. :class:`OutboxRelay` publishes committed rows in order, pipelined, and
+marks a row published only after JetStream acknowledged it. A crash anywhere in between leaves the row
+unpublished; the next relay publishes it again and JetStream drops the duplicate by ``Nats-Msg-Id``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from dataclasses import dataclass
+
+from nats.js.api import PubAck
+from sqlalchemy import func, select, update
+from sqlalchemy.orm import Session
+
+from syntropism.domain.events import Event
+from syntropism.infra.database import Database
+from syntropism.infra.faults import crash_point
+from syntropism.infra.nats_bus import EventBus, OutgoingMessage
+from syntropism.infra.tables import OutboxEvent, utcnow
+from syntropism.infra.telemetry import trace_headers, tracer
+
+log = logging.getLogger(__name__)
+
+
+OUTBOX_WRITTEN = "syntropism.outbox_written"
+
+
+def record_event(session: Session, event: Event) -> None:
+    """Stage ``event`` in the caller's transaction, with the current trace context as its headers."""
+    session.info[OUTBOX_WRITTEN] = True
+    session.add(
+        OutboxEvent(
+            event_id=str(event.event_id),
+            event_type=event.type,
+            subject=event.subject,
+            payload=event.model_dump_json(),
+            headers=json.dumps(trace_headers()),
+            agent_id=event.agent_id,
+            correlation_id=event.correlation_id,
+        )
+    )
+
+
+@dataclass(frozen=True)
+class _PendingRow:
+    row_id: int
+    message: OutgoingMessage
+
+
+@dataclass
+class RelayStats:
+    published: int = 0
+    failed: int = 0
+    rounds: int = 0
+
+
+class OutboxRelay:
+    """Moves committed outbox rows to JetStream; run one per runtime (several are safe, only wasteful)."""
+
+    def __init__(
+        self, database: Database, bus: EventBus, *, batch_size: int = 1000, poll_seconds: float = 0.05
+    ) -> None:
+        self.database = database
+        self.bus = bus
+        self.batch_size = batch_size
+        self.poll_seconds = poll_seconds
+        self.stats = RelayStats()
+        self._wakeup = asyncio.Event()
+
+    def wake(self) -> None:
+        """Tell the relay new rows were committed, so it need not wait for its next poll."""
+        self._wakeup.set()
+
+    def wake_on_commit(self, loop: asyncio.AbstractEventLoop) -> None:
+        """Wake the relay whenever a transaction that wrote events commits, from any thread."""
+
+        def _listener(session: Session) -> None:
+            if session.info.pop(OUTBOX_WRITTEN, False):
+                loop.call_soon_threadsafe(self.wake)
+
+        self.database.on_commit(_listener)
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Relay until ``stop`` is set, then drain what is committed and return."""
+        while not stop.is_set():
+            try:
+                relayed = await self.relay_once()
+            except Exception:
+                log.exception("outbox relay round failed; retrying in %ss", self.poll_seconds * 20)
+                await self._sleep(stop, self.poll_seconds * 20)
+                continue
+            if relayed < self.batch_size:
+                await self._sleep(stop, self.poll_seconds)
+        await self.drain()
+
+    async def _sleep(self, stop: asyncio.Event, seconds: float) -> None:
+        waiters = [asyncio.ensure_future(self._wakeup.wait()), asyncio.ensure_future(stop.wait())]
+        try:
+            await asyncio.wait(waiters, timeout=seconds, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for waiter in waiters:
+                waiter.cancel()
+        self._wakeup.clear()
+
+    async def drain(self, rounds: int = 100) -> None:
+        """Publish everything committed so far (used at shutdown and by tests and benchmarks)."""
+        for _ in range(rounds):
+            if await self.relay_once() == 0:
+                return
+        log.error("outbox not drained after %s rounds: %s events wait", rounds, await self.pending_count())
+
+    async def pending_count(self) -> int:
+        return await asyncio.to_thread(self._pending_count)
+
+    async def relay_once(self) -> int:
+        """Publish one batch of unpublished rows; returns how many were acknowledged."""
+        rows = await asyncio.to_thread(self._load_batch)
+        if not rows:
+            return 0
+        with tracer.start_as_current_span("outbox.relay", attributes={"events": len(rows)}):
+            crash_point("relay.before_publish")
+            results = await self.bus.publish_many([row.message for row in rows])
+            crash_point("relay.after_publish")
+            acked = [(row.row_id, result.seq) for row, result in zip(rows, results, strict=True) if _is_ack(result)]
+            for row, result in zip(rows, results, strict=True):
+                if not _is_ack(result):
+                    log.error("publishing event %s to %s failed: %r", row.message.event_id, row.message.subject, result)
+            if acked:
+                await asyncio.to_thread(self._mark_published, acked)
+        self.stats.rounds += 1
+        self.stats.published += len(acked)
+        self.stats.failed += len(rows) - len(acked)
+        return len(acked)
+
+    def _load_batch(self) -> list[_PendingRow]:
+        with self.database.reader() as session:
+            rows = session.execute(
+                select(
+                    OutboxEvent.id, OutboxEvent.event_id, OutboxEvent.subject, OutboxEvent.payload, OutboxEvent.headers
+                )
+                .where(OutboxEvent.published_at.is_(None))
+                .order_by(OutboxEvent.id)
+                .limit(self.batch_size)
+            ).all()
+        return [
+            _PendingRow(
+                row.id, OutgoingMessage(row.event_id, row.subject, row.payload.encode(), json.loads(row.headers))
+            )
+            for row in rows
+        ]
+
+    def _mark_published(self, acked: list[tuple[int, int]]) -> None:
+        now = utcnow()
+        with self.database.transaction() as session:
+            session.execute(
+                update(OutboxEvent),
+                [{"id": row_id, "published_at": now, "stream_seq": seq} for row_id, seq in acked],
+            )
+
+    def _pending_count(self) -> int:
+        with self.database.reader() as session:
+            return session.scalar(select(func.count()).where(OutboxEvent.published_at.is_(None))) or 0
+
+
+def _is_ack(result: PubAck | BaseException) -> bool:
+    return isinstance(result, PubAck)

@@ -1,0 +1,87 @@
+"""The state folder's ownership: one runtime at a time holds its lock and advertises where its NATS listens.
+
+The lock is an ``flock`` on ``runtime.lock``: the kernel releases it when the holder dies, even by SIGKILL, so
+a restart after a crash never finds a stale lock.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import json
+import os
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import IO
+
+
+class StateDirBusy(RuntimeError):
+    pass
+
+
+@dataclass(frozen=True)
+class RuntimeInfo:
+    pid: int
+    nats_url: str
+    database_url: str
+    started_at: str
+
+
+class StateDirLock:
+    """Exclusive ownership of a state folder for the life of this object."""
+
+    def __init__(self, state_dir: Path) -> None:
+        self.state_dir = state_dir
+        self._handle: IO[str] | None = None
+
+    @property
+    def info_file(self) -> Path:
+        return self.state_dir / "runtime.json"
+
+    def try_acquire(self) -> bool:
+        self.state_dir.mkdir(parents=True, exist_ok=True)
+        handle = (self.state_dir / "runtime.lock").open("a+")
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.close()
+            return False
+        self._handle = handle
+        return True
+
+    def acquire(self) -> None:
+        if not self.try_acquire():
+            running = read_runtime_info(self.state_dir)
+            who = f" (pid {running.pid})" if running else ""
+            raise StateDirBusy(
+                f"another syntropism runtime{who} is using {self.state_dir}; stop it or choose another --state-dir"
+            )
+
+    def advertise(self, info: RuntimeInfo) -> None:
+        tmp = self.info_file.with_suffix(".tmp")
+        tmp.write_text(json.dumps(asdict(info)))
+        os.replace(tmp, self.info_file)
+
+    def release(self) -> None:
+        if self._handle is None:
+            return
+        with contextlib.suppress(FileNotFoundError):
+            self.info_file.unlink()
+        fcntl.flock(self._handle, fcntl.LOCK_UN)
+        self._handle.close()
+        self._handle = None
+
+    def __enter__(self) -> StateDirLock:
+        self.acquire()
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.release()
+
+
+def read_runtime_info(state_dir: Path) -> RuntimeInfo | None:
+    """What the running runtime advertised, or None when none advertises."""
+    try:
+        return RuntimeInfo(**json.loads((state_dir / "runtime.json").read_text()))
+    except FileNotFoundError:
+        return None

@@ -1,0 +1,233 @@
+"""The relational schema (SQLAlchemy 2 declarative). Alembic migrations in ``migrations/`` create it.
+
+Conventions: money is integer micro-credits (``*_micros``), capacity fractions are integer parts per million
+(``*_ppm``), prices are exact decimal text, timestamps are timezone-aware UTC. No binary floats hold money.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from decimal import Decimal
+
+from sqlalchemy import (
+    BigInteger,
+    CheckConstraint,
+    DateTime,
+    Dialect,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Text,
+    TypeDecorator,
+    text,
+)
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+# Integer primary keys that autoincrement on SQLite (rowid) and are 64-bit elsewhere.
+AutoId = BigInteger().with_variant(Integer(), "sqlite")
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+class UtcDateTime(TypeDecorator[datetime]):
+    """Stores aware datetimes as UTC and always returns them aware (SQLite drops the zone)."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("naive datetime refused: store timezone-aware UTC timestamps")
+        return value.astimezone(UTC)
+
+    def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+class DecimalText(TypeDecorator[Decimal]):
+    """An exact Decimal stored as text: portable, and no float ever touches it."""
+
+    impl = String(64)
+    cache_ok = True
+
+    def process_bind_param(self, value: Decimal | None, dialect: Dialect) -> str | None:
+        if value is None:
+            return None
+        if not isinstance(value, Decimal) or not value.is_finite():
+            raise ValueError(f"DecimalText needs a finite Decimal, got {value!r}")
+        return str(value)
+
+    def process_result_value(self, value: str | None, dialect: Dialect) -> Decimal | None:
+        return None if value is None else Decimal(value)
+
+
+NAMING = {
+    "ix": "ix_%(column_0_label)s",
+    "uq": "uq_%(table_name)s_%(column_0_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+
+class Base(DeclarativeBase):
+    metadata = MetaData(naming_convention=NAMING)
+
+
+class BundleColumns:
+    """The resource bundle, flattened: fractions in ppm, duration in milliseconds."""
+
+    cpu_ppm: Mapped[int] = mapped_column(Integer)
+    memory_ppm: Mapped[int] = mapped_column(Integer)
+    tokens_ppm: Mapped[int] = mapped_column(Integer)
+    attention_ppm: Mapped[int] = mapped_column(Integer)
+    duration_ms: Mapped[int] = mapped_column(BigInteger)
+
+
+class Agent(Base):
+    __tablename__ = "agents"
+
+    id: Mapped[str] = mapped_column(String(128), primary_key=True)
+    name: Mapped[str] = mapped_column(String(128))
+    status: Mapped[str] = mapped_column(String(16), default="dormant")  # active | dormant | died
+    entry_point: Mapped[str] = mapped_column(Text)
+    parent_id: Mapped[str | None] = mapped_column(ForeignKey("agents.id"))
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
+    status_changed_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
+
+    __table_args__ = (CheckConstraint("status IN ('active', 'dormant', 'died')", name="status"),)
+
+
+class Account(Base):
+    """A ledger account (TigerBeetle style): postings only grow; balance = credits − debits."""
+
+    __tablename__ = "accounts"
+
+    id: Mapped[str] = mapped_column(String(160), primary_key=True)  # agent:<id>:available, system:burn, …
+    agent_id: Mapped[str | None] = mapped_column(ForeignKey("agents.id"), index=True)
+    kind: Mapped[str] = mapped_column(String(16))  # available | locked | burn | mint
+    debits_micros: Mapped[int] = mapped_column(BigInteger, default=0)
+    credits_micros: Mapped[int] = mapped_column(BigInteger, default=0)
+    debits_must_not_exceed_credits: Mapped[bool] = mapped_column(default=True)
+
+    __table_args__ = (
+        CheckConstraint("debits_micros >= 0 AND credits_micros >= 0", name="postings_non_negative"),
+        CheckConstraint("NOT debits_must_not_exceed_credits OR debits_micros <= credits_micros", name="no_overdraft"),
+    )
+
+
+class Transfer(Base):
+    """One journal entry: ``amount`` leaves the debit account and enters the credit account."""
+
+    __tablename__ = "transfers"
+
+    seq: Mapped[int] = mapped_column(AutoId, primary_key=True, autoincrement=True)  # journal order
+    id: Mapped[str] = mapped_column(String(64), unique=True)
+    idempotency_key: Mapped[str] = mapped_column(String(200), unique=True)
+    kind: Mapped[str] = mapped_column(String(16))  # lock | unlock | burn | transfer | reward
+    debit_account_id: Mapped[str] = mapped_column(ForeignKey("accounts.id"), index=True)
+    credit_account_id: Mapped[str] = mapped_column(ForeignKey("accounts.id"), index=True)
+    amount_micros: Mapped[int] = mapped_column(BigInteger)
+    reference: Mapped[str | None] = mapped_column(String(128))  # bid, prompt or execution it belongs to
+    memo: Mapped[str | None] = mapped_column(String(500))
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
+
+    __table_args__ = (
+        CheckConstraint("amount_micros > 0", name="amount_positive"),
+        CheckConstraint("debit_account_id <> credit_account_id", name="distinct_accounts"),
+    )
+
+
+class Bid(BundleColumns, Base):
+    __tablename__ = "bids"
+
+    seq: Mapped[int] = mapped_column(AutoId, primary_key=True, autoincrement=True)  # placement order, breaks ties
+    id: Mapped[str] = mapped_column(String(64), unique=True)
+    agent_id: Mapped[str] = mapped_column(ForeignKey("agents.id"), index=True)  # who pays
+    on_behalf_of: Mapped[str | None] = mapped_column(ForeignKey("agents.id"))  # who runs, when not the payer
+    amount_micros: Mapped[int] = mapped_column(BigInteger)
+    lifetime_cycles: Mapped[int] = mapped_column(Integer)
+    cycles_remaining: Mapped[int] = mapped_column(Integer)
+    status: Mapped[str] = mapped_column(String(16), default="pending")  # pending | won | outbid | cancelled
+    idempotency_key: Mapped[str | None] = mapped_column(String(200), unique=True)
+    placed_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
+    resolved_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
+
+    __table_args__ = (
+        CheckConstraint("amount_micros > 0", name="amount_positive"),
+        CheckConstraint("status IN ('pending', 'won', 'outbid', 'cancelled')", name="status"),
+        Index("ix_bids_pending", "status", "seq"),
+    )
+
+
+class Execution(BundleColumns, Base):
+    __tablename__ = "executions"
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    agent_id: Mapped[str] = mapped_column(ForeignKey("agents.id"), index=True)
+    bid_id: Mapped[str | None] = mapped_column(ForeignKey("bids.id"), unique=True)
+    cycle: Mapped[int] = mapped_column(BigInteger)
+    status: Mapped[str] = mapped_column(String(16), default="allocated")  # allocated | running | terminated
+    allocated_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
+    started_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
+    ended_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
+    pid: Mapped[int | None] = mapped_column(Integer)
+    reason: Mapped[str | None] = mapped_column(String(32))
+    exit_code: Mapped[int | None] = mapped_column(Integer)
+    signal: Mapped[int | None] = mapped_column(Integer)
+    cpu_seconds: Mapped[float | None] = mapped_column()  # a measurement, not money
+    peak_memory_bytes: Mapped[int | None] = mapped_column(BigInteger)
+    sandbox_layers: Mapped[str | None] = mapped_column(Text)  # JSON: applied and missing layers
+
+    __table_args__ = (
+        CheckConstraint("status IN ('allocated', 'running', 'terminated')", name="status"),
+        Index("ix_executions_live", "status"),
+    )
+
+
+class MarketState(Base):
+    """One row per resource: the capacity measure, what is in use and the last discovered price."""
+
+    __tablename__ = "market_state"
+
+    resource: Mapped[str] = mapped_column(String(16), primary_key=True)
+    available_supply_ppm: Mapped[int] = mapped_column(Integer, default=1_000_000)
+    current_utilization_ppm: Mapped[int] = mapped_column(Integer, default=0)
+    current_market_price: Mapped[Decimal] = mapped_column(DecimalText)
+    cycle: Mapped[int] = mapped_column(BigInteger, default=0)
+    updated_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
+
+
+class OutboxEvent(Base):
+    """An event committed with its state change, waiting for the relay to see JetStream acknowledge it."""
+
+    __tablename__ = "outbox"
+
+    id: Mapped[int] = mapped_column(AutoId, primary_key=True, autoincrement=True)
+    event_id: Mapped[str] = mapped_column(String(36), unique=True)
+    event_type: Mapped[str] = mapped_column(String(64))
+    subject: Mapped[str] = mapped_column(String(128))
+    payload: Mapped[str] = mapped_column(Text)
+    headers: Mapped[str] = mapped_column(Text, default="{}")  # JSON: trace context and the like
+    agent_id: Mapped[str | None] = mapped_column(String(128))
+    correlation_id: Mapped[str | None] = mapped_column(String(128))
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
+    published_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
+    stream_seq: Mapped[int | None] = mapped_column(BigInteger)
+
+    __table_args__ = (
+        Index(
+            "ix_outbox_unpublished",
+            "id",
+            sqlite_where=text("published_at IS NULL"),
+            postgresql_where=text("published_at IS NULL"),
+        ),
+    )

@@ -1,0 +1,157 @@
+"""The command line as a user runs it: real subprocesses on a fresh state folder."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from syntropism.domain.events import parse_event
+from syntropism.infra.database import Database
+from syntropism.infra.outbox import record_event
+from tests.samples import sample_event
+
+COMMAND = [sys.executable, "-m", "syntropism"]
+
+
+def syntropism(state_dir: Path, *args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [*COMMAND, "--state-dir", str(state_dir), *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=_env(),
+    )
+
+
+def _env() -> dict[str, str]:
+    return {k: v for k, v in os.environ.items() if not k.startswith("SYNTROPISM_")} | {"COLUMNS": "200"}
+
+
+def start_runtime(state_dir: Path, *args: str) -> subprocess.Popen[str]:
+    """Start ``syntropism run`` and return once it says it is running."""
+    process = subprocess.Popen(
+        [*COMMAND, "--state-dir", str(state_dir), "run", *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=_env(),
+    )
+    assert process.stdout is not None
+    line = process.stdout.readline()  # blocks until the runtime reports, or exits
+    if "Syntropism running" not in line:
+        process.kill()
+        _out, err = process.communicate()
+        pytest.fail(f"runtime did not start: {line!r} {err}")
+    return process
+
+
+def test_run_for_seconds_starts_and_stops_cleanly(state_dir: Path) -> None:
+    result = syntropism(state_dir, "run", "--seconds", "0.5")
+    assert result.returncode == 0, result.stderr
+    assert "Stopped cleanly" in result.stdout
+    assert (state_dir / "syntropism.db").exists()
+    assert (state_dir / "nats" / "jetstream").is_dir()
+    assert not (state_dir / "runtime.json").exists()  # no longer advertised once stopped
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+def test_ctrl_c_stops_cleanly(state_dir: Path, sig: signal.Signals) -> None:
+    process = start_runtime(state_dir)
+    info = json.loads((state_dir / "runtime.json").read_text())
+    assert info["pid"] == process.pid and info["nats_url"].startswith("nats://127.0.0.1:")
+    process.send_signal(sig)
+    out, err = process.communicate(timeout=30)
+    assert process.returncode == 0, err
+    assert "Stopped cleanly" in out
+    nats_pid_files = list((state_dir / "nats" / "run").glob("*.ports"))
+    for ports in nats_pid_files:  # the embedded server is gone too
+        pid = int(ports.stem.rsplit("_", 1)[1])
+        assert not Path(f"/proc/{pid}").exists() or "zombie" in Path(f"/proc/{pid}/status").read_text()
+
+
+def test_second_runtime_on_same_state_is_refused(state_dir: Path) -> None:
+    first = start_runtime(state_dir)
+    try:
+        second = syntropism(state_dir, "run", "--seconds", "1")
+        assert second.returncode == 2
+        assert "another syntropism runtime" in second.stderr and str(first.pid) in second.stderr
+    finally:
+        first.send_signal(signal.SIGINT)
+        first.communicate(timeout=30)
+
+
+def _commit_events(state_dir: Path, count: int) -> list[str]:
+    database = Database(f"sqlite:///{(state_dir / 'syntropism.db').resolve()}")
+    database.migrate()
+    ids = []
+    with database.transaction() as session:
+        for i in range(count):
+            event_type = "market.bid_placed" if i % 2 else "agent.dormant"
+            event = sample_event(event_type, agent_id=f"agent-{i % 3}")
+            record_event(session, event)
+            ids.append(str(event.event_id))
+    database.dispose()
+    return ids
+
+
+def test_events_json_is_one_parseable_object_per_line(state_dir: Path) -> None:
+    ids = _commit_events(state_dir, 6)
+    assert syntropism(state_dir, "run", "--seconds", "0").returncode == 0  # relays the committed events
+
+    result = syntropism(state_dir, "events", "--json")
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert [json.loads(line)["event_id"] for line in lines] == ids
+    assert all(parse_event(line) for line in lines)
+
+    bids = syntropism(state_dir, "events", "--json", "--type", "market.bid_placed")
+    assert [json.loads(line)["type"] for line in bids.stdout.splitlines()] == ["market.bid_placed"] * 3
+    by_service = syntropism(state_dir, "events", "--json", "--type", "agent")
+    assert len(by_service.stdout.splitlines()) == 3
+    agent = syntropism(state_dir, "events", "--json", "--agent", "agent-1")
+    assert {json.loads(line)["agent_id"] for line in agent.stdout.splitlines()} == {"agent-1"}
+    none = syntropism(state_dir, "events", "--json", "--type", "social.message_sent")
+    assert none.returncode == 0 and none.stdout == ""
+
+    pretty = syntropism(state_dir, "events")
+    assert pretty.returncode == 0 and "market.bid_placed" in pretty.stdout
+
+
+def test_events_reads_from_a_running_runtime(state_dir: Path) -> None:
+    ids = _commit_events(state_dir, 2)
+    runtime = start_runtime(state_dir)
+    try:
+        result = syntropism(state_dir, "events", "--json")
+        assert result.returncode == 0, result.stderr
+        assert [json.loads(line)["event_id"] for line in result.stdout.splitlines()] == ids
+    finally:
+        runtime.send_signal(signal.SIGINT)
+        runtime.communicate(timeout=30)
+
+
+def test_doctor_reports_every_layer(state_dir: Path) -> None:
+    result = syntropism(state_dir, "doctor")
+    assert result.returncode == 0, result.stdout + result.stderr
+    for name in ("python", "nats-server", "database", "cgroups", "namespaces", "bubblewrap"):
+        assert name in result.stdout
+
+
+def test_unreachable_external_nats_fails_loudly(state_dir: Path) -> None:
+    result = syntropism(
+        state_dir,
+        "--set",
+        "nats_connect_timeout_seconds=0.5",
+        "run",
+        "--seconds",
+        "1",
+        "--nats-url",
+        "nats://127.0.0.1:1",
+    )
+    assert result.returncode == 2
+    assert "cannot connect to NATS at nats://127.0.0.1:1" in result.stderr
