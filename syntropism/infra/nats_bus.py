@@ -2,19 +2,35 @@
 
 A message's ``Nats-Msg-Id`` header is its event id, so JetStream drops a re-publish within the stream's
 duplicate window: the outbox relay may safely publish an event again after a crash.
+
+Batches go out as JetStream *atomic batches* (nats-server ≥ 2.12): the server stores all of a batch or none
+and fsyncs it once, which is what makes ``sync_interval: always`` affordable. A batch holding an id the
+stream already has is rejected whole (that happens after a relay crash), and is then published message by
+message, pipelined, so that the duplicates are dropped one by one.
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
+from uuid import uuid4
 
 import nats
 from nats.aio.client import Client
 from nats.js import JetStreamContext
-from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy, PubAck, RetentionPolicy, StorageType, StreamConfig
+from nats.js.api import (
+    AckPolicy,
+    ConsumerConfig,
+    DeliverPolicy,
+    PubAck,
+    RetentionPolicy,
+    StorageType,
+    StreamConfig,
+)
+from nats.js.api import Header as JsHeader
 from nats.js.errors import NotFoundError
 
 from syntropism.config import Settings
@@ -24,6 +40,10 @@ log = logging.getLogger(__name__)
 
 MSG_ID_HEADER = "Nats-Msg-Id"
 ALL_EVENTS = f"{SUBJECT_PREFIX}.>"
+ATOMIC_BATCH_MAX = 1000  # nats-server's default limit of messages in one atomic batch
+ATOMIC_MIN_SERVER = (2, 12)
+BATCH_ID, BATCH_SEQUENCE, BATCH_COMMIT = JsHeader.BATCH_ID, JsHeader.BATCH_SEQUENCE, JsHeader.BATCH_COMMIT
+ERR_BATCH_DUPLICATE = 10201  # "atomic publish batch contains duplicate message id"
 
 
 @dataclass(frozen=True)
@@ -54,8 +74,15 @@ class BusUnavailable(RuntimeError):
     """NATS could not be reached; the message names the URL and how to fix it."""
 
 
-def stream_config(settings: Settings) -> StreamConfig:
+class AtomicBatchRejected(RuntimeError):
+    def __init__(self, description: str, err_code: int | None = None) -> None:
+        super().__init__(f"atomic batch rejected: {description}")
+        self.err_code = err_code
+
+
+def stream_config(settings: Settings, *, allow_atomic: bool) -> StreamConfig:
     return StreamConfig(
+        allow_atomic=allow_atomic or None,
         name=settings.stream_name,
         subjects=[ALL_EVENTS],
         retention=RetentionPolicy.LIMITS,
@@ -84,6 +111,8 @@ class EventBus:
         self.client = client
         self.js: JetStreamContext = client.jetstream(publish_async_max_pending=settings.relay_batch_size * 2)
         self.settings = settings
+        version = client.connected_server_version
+        self.atomic_batches = (version.major, version.minor) >= ATOMIC_MIN_SERVER
 
     @classmethod
     async def connect(cls, url: str, settings: Settings) -> EventBus:
@@ -117,7 +146,7 @@ class EventBus:
 
     async def ensure_stream(self) -> None:
         """Create the system stream, or bring an existing one to the configured retention."""
-        config = stream_config(self.settings)
+        config = stream_config(self.settings, allow_atomic=self.atomic_batches)
         try:
             await self.js.stream_info(config.name)
         except NotFoundError:
@@ -135,6 +164,53 @@ class EventBus:
             stream=self.settings.stream_name,
             timeout=self.settings.publish_timeout_seconds,
         )
+
+    async def publish_batch(self, messages: Sequence[OutgoingMessage]) -> list[PubAck | BaseException]:
+        """Publish in order, as atomic batches where the server allows; one ack or error per message."""
+        if not self.atomic_batches:
+            return await self.publish_many(messages)
+        results: list[PubAck | BaseException] = []
+        for start in range(0, len(messages), ATOMIC_BATCH_MAX):
+            chunk = messages[start : start + ATOMIC_BATCH_MAX]
+            try:
+                results.extend(await self.publish_atomic(chunk))
+            except (AtomicBatchRejected, TimeoutError, nats.errors.Error) as exc:
+                duplicate = isinstance(exc, AtomicBatchRejected) and exc.err_code == ERR_BATCH_DUPLICATE
+                log.log(
+                    logging.INFO if duplicate else logging.WARNING,
+                    "%s; publishing its %d events one by one instead",
+                    exc,
+                    len(chunk),
+                )
+                results.extend(await self.publish_many(chunk))
+        return results
+
+    async def publish_atomic(self, messages: Sequence[OutgoingMessage]) -> list[PubAck]:
+        """Store all ``messages`` or none (one JetStream atomic batch, at most ATOMIC_BATCH_MAX)."""
+        if not messages or len(messages) > ATOMIC_BATCH_MAX:
+            raise ValueError(f"an atomic batch holds 1 to {ATOMIC_BATCH_MAX} messages, not {len(messages)}")
+        batch_id = uuid4().hex
+        inbox = self.client.new_inbox()
+        subscription = await self.client.subscribe(inbox, max_msgs=1)
+        try:
+            last = len(messages)
+            for sequence, message in enumerate(messages, start=1):
+                headers = message.wire_headers() | {BATCH_ID: batch_id, BATCH_SEQUENCE: str(sequence)}
+                if sequence == last:
+                    headers[BATCH_COMMIT] = "1"
+                await self.client.publish(
+                    message.subject, message.payload, headers=headers, reply=inbox if sequence == last else ""
+                )
+            reply = await subscription.next_msg(timeout=self.settings.publish_timeout_seconds)
+        finally:
+            await subscription.unsubscribe()
+        response = json.loads(reply.data)
+        if "error" in response:
+            error = response["error"]
+            raise AtomicBatchRejected(error.get("description", str(error)), error.get("err_code"))
+        ack = PubAck.from_response(response)
+        first_seq = ack.seq - last + 1
+        return [PubAck(stream=ack.stream, seq=first_seq + offset) for offset in range(last)]
 
     async def publish_many(self, messages: Sequence[OutgoingMessage]) -> list[PubAck | BaseException]:
         """Publish pipelined: send all, then collect every ack (or the error for that message), in order."""

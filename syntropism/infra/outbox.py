@@ -1,8 +1,8 @@
 """Transactional outbox: an event commits in the same transaction as its state change; a relay publishes it.
 
 ``record_event`` adds the event to the caller's transaction, so there is no state change without its event and
-no event without its state change. :class:`OutboxRelay` publishes committed rows in order, pipelined, and
-marks a row published only after JetStream acknowledged it. A crash anywhere in between leaves the row
+no event without its state change. :class:`OutboxRelay` publishes committed rows in order, in atomic batches,
+and marks a row published only after JetStream acknowledged it. A crash anywhere in between leaves the row
 unpublished; the next relay publishes it again and JetStream drops the duplicate by ``Nats-Msg-Id``.
 """
 
@@ -124,7 +124,7 @@ class OutboxRelay:
             return 0
         with tracer.start_as_current_span("outbox.relay", attributes={"events": len(rows)}):
             crash_point("relay.before_publish")
-            results = await self.bus.publish_many([row.message for row in rows])
+            results = await self.bus.publish_batch([row.message for row in rows])
             crash_point("relay.after_publish")
             acked = [(row.row_id, result.seq) for row, result in zip(rows, results, strict=True) if _is_ack(result)]
             for row, result in zip(rows, results, strict=True):

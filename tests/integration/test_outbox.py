@@ -168,3 +168,18 @@ async def test_acknowledged_event_survives_a_nats_server_crash(tmp_path, databas
         await bus.close()
     finally:
         restarted.stop()
+
+
+async def test_batches_are_atomic_and_fall_back_when_some_events_are_stored(bus: EventBus) -> None:
+    assert bus.atomic_batches, "the embedded nats-server supports atomic batches"
+    events = [sample_event("agent.dormant", agent_id=f"a{i}") for i in range(2500)]
+    messages = [OutgoingMessage.of(event) for event in events]
+    # Some of them reached the stream before a crash; the whole lot is published again.
+    already = await bus.publish_batch(messages[1000:1010])
+    results = await bus.publish_batch(messages)
+    assert all(not isinstance(result, BaseException) for result in results)
+    stored = await stream_events(bus)
+    assert len(stored) == len(events) and {e.event_id for e in stored} == {e.event_id for e in events}
+    assert [ack.seq for ack in already] == list(range(1, 11))  # type: ignore[union-attr]
+    first_chunk = results[:1000]
+    assert [ack.seq for ack in first_chunk] == list(range(11, 1011))  # type: ignore[union-attr]
