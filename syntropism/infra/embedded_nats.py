@@ -116,6 +116,7 @@ class EmbeddedNatsServer:
                 stdout=log_handle,
                 stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL,
+                start_new_session=True,  # Ctrl-C in a terminal reaches the runtime, which stops NATS last
                 preexec_fn=_die_with_parent,
             )
 

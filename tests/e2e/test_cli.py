@@ -41,6 +41,7 @@ def start_runtime(state_dir: Path, *args: str) -> subprocess.Popen[str]:
         stderr=subprocess.PIPE,
         text=True,
         env=_env(),
+        start_new_session=True,  # its own process group, like a job in a terminal
     )
     assert process.stdout is not None
     line = process.stdout.readline()  # blocks until the runtime reports, or exits
@@ -62,13 +63,20 @@ def test_run_for_seconds_starts_and_stops_cleanly(state_dir: Path) -> None:
 
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
 def test_ctrl_c_stops_cleanly(state_dir: Path, sig: signal.Signals) -> None:
+    """Ctrl-C signals the whole foreground process group; the runtime still drains before NATS stops."""
+    _commit_events(state_dir, 3)
     process = start_runtime(state_dir)
     info = json.loads((state_dir / "runtime.json").read_text())
     assert info["pid"] == process.pid and info["nats_url"].startswith("nats://127.0.0.1:")
-    process.send_signal(sig)
+    os.killpg(process.pid, sig)
     out, err = process.communicate(timeout=30)
     assert process.returncode == 0, err
     assert "Stopped cleanly" in out
+    assert [json.loads(line)["type"] for line in syntropism(state_dir, "events", "--json").stdout.splitlines()] == [
+        "agent.dormant",
+        "market.bid_placed",
+        "agent.dormant",
+    ]
     nats_pid_files = list((state_dir / "nats" / "run").glob("*.ports"))
     for ports in nats_pid_files:  # the embedded server is gone too
         pid = int(ports.stem.rsplit("_", 1)[1])
