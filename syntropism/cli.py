@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import json
 import logging
 import signal
 import sys
-from collections.abc import Callable, Coroutine
+import uuid
+from collections.abc import Callable, Coroutine, Iterator
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -20,9 +22,13 @@ from rich.table import Table
 
 from syntropism.config import ENV_PREFIX, ConfigError, Settings, load_settings, parse_overrides
 from syntropism.core.runtime import Runtime, open_bus
+from syntropism.domain import economy
+from syntropism.domain.economy import LedgerError
+from syntropism.domain.models import from_micros
 from syntropism.infra.database import Database, DatabaseUnavailable
 from syntropism.infra.embedded_nats import NatsServerFailed, NatsServerNotFound
 from syntropism.infra.host import host_checks
+from syntropism.infra.ledger import Ledger
 from syntropism.infra.nats_bus import BusUnavailable, EventBus, ReceivedEvent
 from syntropism.infra.outbox import OutboxRelay
 from syntropism.infra.state_dir import StateDirBusy
@@ -31,6 +37,10 @@ from syntropism.infra.telemetry import setup_tracing
 app = typer.Typer(
     help="Syntropism: a market-governed runtime for autonomous agents.", no_args_is_help=True, add_completion=False
 )
+ledger_app = typer.Typer(
+    help="The credit ledger: verify the invariant, balances, history, grants.", no_args_is_help=True
+)
+app.add_typer(ledger_app, name="ledger")
 console = Console()
 err_console = Console(stderr=True)
 log = logging.getLogger("syntropism")
@@ -38,6 +48,7 @@ log = logging.getLogger("syntropism")
 # Failures the user can fix: print the message (which says how) and exit 2, without a traceback.
 USER_ERRORS = (
     ConfigError,
+    LedgerError,
     StateDirBusy,
     NatsServerNotFound,
     NatsServerFailed,
@@ -227,3 +238,89 @@ def migrate(ctx: typer.Context) -> None:
         console.print(f"schema at revision {database.current_revision()}")
     finally:
         database.dispose()
+
+
+@contextlib.contextmanager
+def _ledger(ctx: typer.Context) -> Iterator[Ledger]:
+    settings = _run_user_facing(lambda: _settings(ctx))
+    database = Database(settings.effective_database_url, sqlite_synchronous=settings.sqlite_synchronous)
+    try:
+        _run_user_facing(database.migrate)
+        yield Ledger(database)
+    finally:
+        database.dispose()
+
+
+@ledger_app.command("verify")
+def ledger_verify(ctx: typer.Context) -> None:
+    """Check Σ available + Σ locked + burned = minted and that every account matches its journal entries."""
+    with _ledger(ctx) as ledger:
+        report = ledger.verify()
+    inv = report.invariant
+    console.print(
+        f"available {from_micros(inv.available)} + locked {from_micros(inv.locked)} + burned "
+        f"{from_micros(inv.burned)} = {from_micros(inv.available + inv.locked + inv.burned)}; "
+        f"minted {from_micros(inv.minted)}"
+    )
+    if report.ok:
+        console.print("[bold green]ledger verified[/]: the invariant holds and every account matches its journal")
+        return
+    for problem in (*inv.problems, *report.problems):
+        err_console.print(f"[red]✗[/] {problem}")
+    raise typer.Exit(1)
+
+
+@ledger_app.command("balance")
+def ledger_balance(ctx: typer.Context, agent_id: str) -> None:
+    """An agent's available and locked credits."""
+    with _ledger(ctx) as ledger:
+        balance = _run_user_facing(lambda: ledger.balance(agent_id))
+    console.print(f"{agent_id}: available {balance.available}, locked {balance.locked}")
+
+
+@ledger_app.command("history")
+def ledger_history(
+    ctx: typer.Context,
+    agent_id: str,
+    limit: int = typer.Option(20, "--limit", min=1, max=500),
+    before: int | None = typer.Option(None, "--before", help="Page: entries older than this journal sequence."),
+    as_json: bool = typer.Option(False, "--json", help="One JSON entry per line."),
+) -> None:
+    """An agent's journal entries, newest first."""
+    with _ledger(ctx) as ledger:
+        page = _run_user_facing(lambda: ledger.history(agent_id, limit=limit, before=before))
+    if as_json:
+        for entry in page.entries:
+            sys.stdout.write(json.dumps(dataclasses.asdict(entry), default=str) + "\n")
+        return
+    table = Table("when", "kind", "amount", "from", "to", "reference", title=f"history of {agent_id}")
+    for entry in page.entries:
+        table.add_row(
+            f"{entry.created_at:%Y-%m-%d %H:%M:%S}",
+            entry.kind.value,
+            str(entry.amount),
+            entry.debit_account,
+            entry.credit_account,
+            entry.reference or entry.memo or "",
+        )
+    console.print(table)
+    if page.next_before is not None:
+        console.print(f"older entries: --before {page.next_before}")
+
+
+@ledger_app.command("grant")
+def ledger_grant(
+    ctx: typer.Context,
+    agent_id: str,
+    amount: str,
+    key: str | None = typer.Option(None, "--key", help="Idempotency key (default: a new one each call)."),
+    reason: str = typer.Option("operator grant", "--reason"),
+) -> None:
+    """Mint credits to an agent (the operator's grant)."""
+    with _ledger(ctx) as ledger:
+        operation = _run_user_facing(
+            lambda: economy.grant(agent_id, amount, idempotency_key=key or f"cli-grant-{uuid.uuid4()}", reason=reason)
+        )
+        receipt = _run_user_facing(lambda: ledger.execute(operation))
+    note = " (already applied; nothing moved)" if receipt.replayed else ""
+    console.print(f"granted {receipt.amount} to {agent_id}: available {receipt.credit_balance_after}{note}")

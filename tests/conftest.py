@@ -1,23 +1,26 @@
-"""Shared fixtures: a real embedded nats-server with JetStream, a real SQLite file, the real stream."""
+"""Shared fixtures: a real embedded nats-server with JetStream, real SQLite files, a real PostgreSQL server."""
 
 from __future__ import annotations
 
+import os
+import uuid
+import warnings
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
+from sqlalchemy import create_engine, make_url, text
 
 from syntropism.config import Settings
 from syntropism.infra.database import Database
 from syntropism.infra.embedded_nats import EmbeddedNatsServer
 from syntropism.infra.nats_bus import EventBus
+from tests.support.postgres import PostgresUnavailable, ephemeral_postgres
 
 
 @pytest.fixture(autouse=True)
 def _clean_syntropism_env(monkeypatch: pytest.MonkeyPatch) -> None:
     """Tests see only the settings they set, never the developer's SYNTROPISM_* environment."""
-    import os
-
     for name in list(os.environ):
         if name.startswith("SYNTROPISM_"):
             monkeypatch.delenv(name)
@@ -56,3 +59,36 @@ async def bus(settings: Settings) -> AsyncIterator[EventBus]:
     await event_bus.ensure_stream()
     yield event_bus
     await event_bus.close()
+
+
+@pytest.fixture(scope="session")
+def postgres_server() -> Iterator[str]:
+    """One throwaway PostgreSQL server for the session; skipped, loudly, only where none can be had."""
+    try:
+        with ephemeral_postgres() as url:
+            yield url
+    except PostgresUnavailable as exc:
+        message = f"PostgreSQL tests SKIPPED: {exc}"
+        warnings.warn(message, stacklevel=1)
+        pytest.skip(message)
+
+
+@pytest.fixture
+def postgres_url(postgres_server: str) -> Iterator[str]:
+    """A fresh, empty database on the session's PostgreSQL server."""
+    name = f"t_{uuid.uuid4().hex[:12]}"
+    admin = create_engine(postgres_server, isolation_level="AUTOCOMMIT")
+    with admin.connect() as connection:
+        connection.execute(text(f'CREATE DATABASE "{name}"'))
+    yield make_url(postgres_server).set(database=name).render_as_string(hide_password=False)
+    with admin.connect() as connection:
+        connection.execute(text(f'DROP DATABASE "{name}" WITH (FORCE)'))
+    admin.dispose()
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def any_database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """The same test on a SQLite file and on a real PostgreSQL database."""
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'ledger.db'}"
+    return request.getfixturevalue("postgres_url")

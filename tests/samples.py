@@ -33,6 +33,13 @@ PAYLOADS: dict[str, dict[str, Any]] = {
         "prompt_id": "p1",
         "minted_total": Decimal(121),
     },
+    "economy.credits_granted": {
+        "transfer_id": "t6",
+        "amount": Decimal(100),
+        "reason": "initial grant",
+        "available_after": Decimal(100),
+        "minted_total": Decimal(221),
+    },
     "market.bid_placed": {"bid_id": "b1", "bundle": BUNDLE, "amount": Decimal(30), "lifetime_cycles": 3},
     "market.bid_rejected": {"reason": "insufficient_funds", "detail": "amount 30 exceeds available 10"},
     "market.bid_cancelled": {"bid_id": "b1", "amount_unlocked": Decimal(30)},

@@ -102,6 +102,14 @@ class RewardIssuedData(Payload):
     minted_total: Credits
 
 
+class CreditsGrantedData(Payload):
+    transfer_id: Id
+    amount: Credits
+    reason: Annotated[str, Field(min_length=1, max_length=500)]
+    available_after: Credits
+    minted_total: Credits
+
+
 class CreditsLocked(Event):
     type: Literal["economy.credits_locked"] = "economy.credits_locked"
     data: CreditsLockedData
@@ -125,6 +133,13 @@ class CreditsTransferred(Event):
 class RewardIssued(Event):
     type: Literal["economy.reward_issued"] = "economy.reward_issued"
     data: RewardIssuedData
+
+
+class CreditsGranted(Event):
+    """The operator minted credits to an agent (an initial grant): like a reward, but not from scores."""
+
+    type: Literal["economy.credits_granted"] = "economy.credits_granted"
+    data: CreditsGrantedData
 
 
 # --- market ----------------------------------------------------------------------------------------------------
@@ -399,6 +414,7 @@ EVENT_CLASSES: tuple[type[Event], ...] = (
     CreditsBurned,
     CreditsTransferred,
     RewardIssued,
+    CreditsGranted,
     BidPlaced,
     BidRejected,
     BidCancelled,
@@ -427,6 +443,7 @@ AnyEvent = Annotated[
     | CreditsBurned
     | CreditsTransferred
     | RewardIssued
+    | CreditsGranted
     | BidPlaced
     | BidRejected
     | BidCancelled

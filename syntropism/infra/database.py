@@ -17,7 +17,7 @@ from alembic import command
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
-from sqlalchemy import Engine, create_engine, event, make_url, text
+from sqlalchemy import Connection, Engine, create_engine, event, make_url, text
 from sqlalchemy.orm import Session, sessionmaker
 
 log = logging.getLogger(__name__)
@@ -25,6 +25,7 @@ log = logging.getLogger(__name__)
 MIGRATIONS_DIR = Path(__file__).parent / "migrations"
 SQLITE_BUSY_TIMEOUT_MS = 30_000
 READ_ONLY = "syntropism_read_only"
+EVENTS_STAGED = "syntropism.events_staged"  # in Session.info / Connection.info: this transaction wrote events
 
 
 class DatabaseUnavailable(RuntimeError):
@@ -76,16 +77,16 @@ class Database:
         self.engine = create_database_engine(url, sqlite_synchronous=sqlite_synchronous)
         self._sessions = sessionmaker(self.engine, expire_on_commit=False)
         self._read_sessions = sessionmaker(self.engine.execution_options(**{READ_ONLY: True}), expire_on_commit=False)
-        self._commit_listeners: list[Callable[[Session], None]] = []
-        event.listen(self._sessions, "after_commit", self._after_commit)
+        self._commit_listeners: list[Callable[[], None]] = []
 
-    def on_commit(self, listener: Callable[[Session], None]) -> None:
-        """Call ``listener(session)`` after every committed write transaction (e.g. to wake the outbox relay)."""
+    def on_commit(self, listener: Callable[[], None]) -> None:
+        """Call ``listener()`` after each commit of a transaction that staged outbox events."""
         self._commit_listeners.append(listener)
 
-    def _after_commit(self, session: Session) -> None:
-        for listener in self._commit_listeners:
-            listener(session)
+    def _committed(self, info: dict[Any, Any]) -> None:
+        if info.pop(EVENTS_STAGED, False):
+            for listener in self._commit_listeners:
+                listener()
 
     @property
     def backend(self) -> str:
@@ -96,6 +97,19 @@ class Database:
         """One state change: commits on success, rolls back everything on any exception."""
         with self._sessions.begin() as session:
             yield session
+        self._committed(session.info)
+
+    @contextmanager
+    def connection(self) -> Iterator[Connection]:
+        """One state change on a Core connection, for hot paths that need no ORM session."""
+        with self.engine.begin() as connection:
+            info = connection.info  # the DBAPI connection's dict: it outlives this checkout
+            try:
+                yield connection
+            except BaseException:
+                info.pop(EVENTS_STAGED, None)
+                raise
+        self._committed(info)
 
     @contextmanager
     def reader(self) -> Iterator[Session]:

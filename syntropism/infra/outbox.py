@@ -14,11 +14,11 @@ import logging
 from dataclasses import dataclass
 
 from nats.js.api import PubAck
-from sqlalchemy import func, select, update
+from sqlalchemy import Connection, func, select, update
 from sqlalchemy.orm import Session
 
 from syntropism.domain.events import Event
-from syntropism.infra.database import Database
+from syntropism.infra.database import EVENTS_STAGED, Database
 from syntropism.infra.faults import crash_point
 from syntropism.infra.nats_bus import EventBus, OutgoingMessage
 from syntropism.infra.tables import OutboxEvent, utcnow
@@ -27,23 +27,38 @@ from syntropism.infra.telemetry import trace_headers, tracer
 log = logging.getLogger(__name__)
 
 
-OUTBOX_WRITTEN = "syntropism.outbox_written"
+OUTBOX = OutboxEvent.__table__
+
+
+def outbox_row(event: Event, headers: dict[str, str] | None = None) -> dict[str, object]:
+    """The outbox row for ``event``; ``headers`` default to the current trace context."""
+    return {
+        "event_id": str(event.event_id),
+        "event_type": event.type,
+        "subject": event.subject,
+        "payload": event.model_dump_json(),
+        "headers": json.dumps(trace_headers() if headers is None else headers),
+        "agent_id": event.agent_id,
+        "correlation_id": event.correlation_id,
+        "created_at": event.timestamp,
+    }
 
 
 def record_event(session: Session, event: Event) -> None:
     """Stage ``event`` in the caller's transaction, with the current trace context as its headers."""
-    session.info[OUTBOX_WRITTEN] = True
-    session.add(
-        OutboxEvent(
-            event_id=str(event.event_id),
-            event_type=event.type,
-            subject=event.subject,
-            payload=event.model_dump_json(),
-            headers=json.dumps(trace_headers()),
-            agent_id=event.agent_id,
-            correlation_id=event.correlation_id,
-        )
-    )
+    record_rows(session, [outbox_row(event)])
+
+
+def record_rows(session: Session, rows: list[dict[str, object]]) -> None:
+    """Stage many outbox rows (from :func:`outbox_row`) in the caller's transaction, in one statement."""
+    if rows:
+        session.connection().execute(OUTBOX.insert(), rows)
+        mark_events_staged(session)
+
+
+def mark_events_staged(transaction: Session | Connection) -> None:
+    """Note that this transaction wrote outbox rows, so that its commit wakes the relay."""
+    transaction.info[EVENTS_STAGED] = True
 
 
 @dataclass(frozen=True)
@@ -79,11 +94,7 @@ class OutboxRelay:
     def wake_on_commit(self, loop: asyncio.AbstractEventLoop) -> None:
         """Wake the relay whenever a transaction that wrote events commits, from any thread."""
 
-        def _listener(session: Session) -> None:
-            if session.info.pop(OUTBOX_WRITTEN, False):
-                loop.call_soon_threadsafe(self.wake)
-
-        self.database.on_commit(_listener)
+        self.database.on_commit(lambda: loop.call_soon_threadsafe(self.wake))
 
     async def run(self, stop: asyncio.Event) -> None:
         """Relay until ``stop`` is set, then drain what is committed and return."""

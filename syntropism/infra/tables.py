@@ -130,12 +130,14 @@ class Transfer(Base):
     __tablename__ = "transfers"
 
     seq: Mapped[int] = mapped_column(AutoId, primary_key=True, autoincrement=True)  # journal order
-    id: Mapped[str] = mapped_column(String(64), unique=True)
+    id: Mapped[str] = mapped_column(String(64), unique=True)  # time-ordered: its index grows at one end
     idempotency_key: Mapped[str] = mapped_column(String(200), unique=True)
-    kind: Mapped[str] = mapped_column(String(16))  # lock | unlock | burn | transfer | reward
+    kind: Mapped[str] = mapped_column(String(16))  # lock | unlock | burn | transfer | reward | grant
     debit_account_id: Mapped[str] = mapped_column(ForeignKey("accounts.id"), index=True)
     credit_account_id: Mapped[str] = mapped_column(ForeignKey("accounts.id"), index=True)
     amount_micros: Mapped[int] = mapped_column(BigInteger)
+    debit_balance_after_micros: Mapped[int] = mapped_column(BigInteger)
+    credit_balance_after_micros: Mapped[int] = mapped_column(BigInteger)
     reference: Mapped[str | None] = mapped_column(String(128))  # bid, prompt or execution it belongs to
     memo: Mapped[str | None] = mapped_column(String(500))
     created_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
@@ -143,6 +145,7 @@ class Transfer(Base):
     __table_args__ = (
         CheckConstraint("amount_micros > 0", name="amount_positive"),
         CheckConstraint("debit_account_id <> credit_account_id", name="distinct_accounts"),
+        CheckConstraint("kind IN ('lock', 'unlock', 'burn', 'transfer', 'reward', 'grant')", name="kind"),
     )
 
 
@@ -212,7 +215,8 @@ class OutboxEvent(Base):
     __tablename__ = "outbox"
 
     id: Mapped[int] = mapped_column(AutoId, primary_key=True, autoincrement=True)
-    event_id: Mapped[str] = mapped_column(String(36), unique=True)
+    # Not indexed: uuid4 ids are unique by construction, and a random-key index costs a page write per event.
+    event_id: Mapped[str] = mapped_column(String(36))
     event_type: Mapped[str] = mapped_column(String(64))
     subject: Mapped[str] = mapped_column(String(128))
     payload: Mapped[str] = mapped_column(Text)

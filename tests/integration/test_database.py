@@ -57,7 +57,7 @@ def test_a_failed_state_change_leaves_neither_state_nor_event(sqlite_db: Databas
 
 def test_state_and_event_commit_together(sqlite_db: Database) -> None:
     committed = []
-    sqlite_db.on_commit(lambda session: committed.append(session))
+    sqlite_db.on_commit(lambda: committed.append(True))
     event = sample_event("agent.spawned")
     with sqlite_db.transaction() as session:
         session.add(Agent(id="a1", name="first", entry_point="main.py"))

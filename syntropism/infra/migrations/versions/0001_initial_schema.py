@@ -2,7 +2,7 @@
 
 Revision ID: 0001
 Revises:
-Create Date: 2026-11-22 05:05:06.723610
+Create Date: 2026-11-22 05:29:36.057263
 """
 
 from collections.abc import Sequence
@@ -57,7 +57,6 @@ def upgrade() -> None:
         sa.Column("published_at", syntropism.infra.tables.UtcDateTime(timezone=True), nullable=True),
         sa.Column("stream_seq", sa.BigInteger(), nullable=True),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_outbox")),
-        sa.UniqueConstraint("event_id", name=op.f("uq_outbox_event_id")),
     )
     with op.batch_alter_table("outbox", schema=None) as batch_op:
         batch_op.create_index(
@@ -160,9 +159,14 @@ def upgrade() -> None:
         sa.Column("debit_account_id", sa.String(length=160), nullable=False),
         sa.Column("credit_account_id", sa.String(length=160), nullable=False),
         sa.Column("amount_micros", sa.BigInteger(), nullable=False),
+        sa.Column("debit_balance_after_micros", sa.BigInteger(), nullable=False),
+        sa.Column("credit_balance_after_micros", sa.BigInteger(), nullable=False),
         sa.Column("reference", sa.String(length=128), nullable=True),
         sa.Column("memo", sa.String(length=500), nullable=True),
         sa.Column("created_at", syntropism.infra.tables.UtcDateTime(timezone=True), nullable=False),
+        sa.CheckConstraint(
+            "kind IN ('lock', 'unlock', 'burn', 'transfer', 'reward', 'grant')", name=op.f("ck_transfers_kind")
+        ),
         sa.CheckConstraint("amount_micros > 0", name=op.f("ck_transfers_amount_positive")),
         sa.CheckConstraint("debit_account_id <> credit_account_id", name=op.f("ck_transfers_distinct_accounts")),
         sa.ForeignKeyConstraint(
@@ -180,6 +184,25 @@ def upgrade() -> None:
         batch_op.create_index(batch_op.f("ix_transfers_debit_account_id"), ["debit_account_id"], unique=False)
 
     # ### end Alembic commands ###
+
+    # The two system accounts: the sun that mints (its balance is −minted) and the sink that burns.
+    accounts = sa.table(
+        "accounts",
+        sa.column("id", sa.String),
+        sa.column("agent_id", sa.String),
+        sa.column("kind", sa.String),
+        sa.column("debits_micros", sa.BigInteger),
+        sa.column("credits_micros", sa.BigInteger),
+        sa.column("debits_must_not_exceed_credits", sa.Boolean),
+    )
+    system_account = {"agent_id": None, "debits_micros": 0, "credits_micros": 0}
+    op.bulk_insert(
+        accounts,
+        [
+            {**system_account, "id": "system:mint", "kind": "mint", "debits_must_not_exceed_credits": False},
+            {**system_account, "id": "system:burn", "kind": "burn", "debits_must_not_exceed_credits": True},
+        ],
+    )
 
 
 def downgrade() -> None:

@@ -1,0 +1,410 @@
+"""The Economic Engine's rules: accounts, operations and how an operation posts to a double-entry journal.
+
+No I/O here. Money is integer micro-credits. Every operation is one journal entry moving ``amount`` from a
+debit account to a credit account (TigerBeetle style: an account's postings only grow, its balance is
+credits − debits, and an agent's accounts may never be debited past their credits). So every entry balances
+by construction and the invariant Σ available + Σ locked + burned = minted holds after any sequence of posts.
+
+| operation | debit → credit | when |
+|---|---|---|
+| lock | agent available → agent locked | a bid is placed |
+| unlock | agent locked → agent available | a bid is outbid, expires or is withdrawn |
+| burn | agent locked → system:burn | a bid wins: the credits leave the economy |
+| transfer | agent available → other agent available | agents pay each other |
+| reward | system:mint → agent available | the human scores a prompt: I·W_i + U·W_u + Un·W_un |
+| grant | system:mint → agent available | the operator funds an agent (initial grant) |
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from decimal import ROUND_HALF_EVEN, Decimal, InvalidOperation
+from enum import StrEnum
+from typing import Any
+
+from syntropism.domain.events import (
+    CreditsBurned,
+    CreditsBurnedData,
+    CreditsGranted,
+    CreditsGrantedData,
+    CreditsLocked,
+    CreditsLockedData,
+    CreditsTransferred,
+    CreditsTransferredData,
+    CreditsUnlocked,
+    CreditsUnlockedData,
+    Event,
+    RewardIssued,
+    RewardIssuedData,
+    UnlockReason,
+)
+from syntropism.domain.models import MICROS_PER_CREDIT, from_micros
+
+SYSTEM_BURN = "system:burn"
+SYSTEM_MINT = "system:mint"
+MAX_AMOUNT_MICROS = 10**12 * MICROS_PER_CREDIT  # one trillion credits in a single operation
+MAX_POSTINGS_MICROS = 2**63 - 1  # an account's posting totals are 64-bit
+MAX_KEY_LENGTH = 200
+MAX_SCORE = 10
+
+
+def available_account(agent_id: str) -> str:
+    return f"agent:{agent_id}:available"
+
+
+def locked_account(agent_id: str) -> str:
+    return f"agent:{agent_id}:locked"
+
+
+class OperationKind(StrEnum):
+    LOCK = "lock"
+    UNLOCK = "unlock"
+    BURN = "burn"
+    TRANSFER = "transfer"
+    REWARD = "reward"
+    GRANT = "grant"
+
+
+class LedgerError(ValueError):
+    """A refused operation. ``code`` is stable (the API maps it to a status); the message says why."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+def parse_amount(value: Any, what: str = "amount") -> int:
+    """A positive credit amount as integer micro-credits; binary floats are refused, never rounded."""
+    if isinstance(value, bool) or not isinstance(value, Decimal | int | str):
+        kind = type(value).__name__
+        raise LedgerError("invalid_amount", f"{what} must be a Decimal, an int or a decimal string, not {kind}")
+    try:
+        amount = Decimal(value)
+    except InvalidOperation:
+        raise LedgerError("invalid_amount", f"{what} {value!r} is not a number") from None
+    if not amount.is_finite():
+        raise LedgerError("invalid_amount", f"{what} must be finite, got {value}")
+    if amount <= 0:
+        raise LedgerError("invalid_amount", f"{what} must be positive, got {value}")
+    micros = amount * MICROS_PER_CREDIT
+    if micros != micros.to_integral_value():
+        raise LedgerError("invalid_amount", f"{what} {value} has more than 6 decimal places")
+    if micros > MAX_AMOUNT_MICROS:
+        raise LedgerError("amount_too_large", f"{what} {value} exceeds the limit of {from_micros(MAX_AMOUNT_MICROS)}")
+    return int(micros)
+
+
+def _check_id(value: Any, what: str) -> str:
+    if not isinstance(value, str) or not value or len(value) > 128 or ":" in value:
+        raise LedgerError("invalid_input", f"{what} must be a non-empty string of at most 128 characters without ':'")
+    return value
+
+
+def _check_key(key: Any) -> str:
+    if not isinstance(key, str) or not key or len(key) > MAX_KEY_LENGTH:
+        raise LedgerError("invalid_input", f"idempotency key must be a non-empty string of ≤ {MAX_KEY_LENGTH} chars")
+    return key
+
+
+def reward_credits(
+    interesting: int, useful: int, understandable: int, weights: tuple[Decimal, Decimal, Decimal]
+) -> Decimal:
+    """credits = I·W_i + U·W_u + Un·W_un, rounded half-even to the micro-credit."""
+    for name, score in (("interesting", interesting), ("useful", useful), ("understandable", understandable)):
+        if isinstance(score, bool) or not isinstance(score, int) or not 0 <= score <= MAX_SCORE:
+            raise LedgerError("invalid_score", f"{name} must be an integer from 0 to {MAX_SCORE}, got {score!r}")
+    w_i, w_u, w_un = weights
+    total = interesting * w_i + useful * w_u + understandable * w_un
+    return total.quantize(Decimal(1) / MICROS_PER_CREDIT, rounding=ROUND_HALF_EVEN)
+
+
+@dataclass(frozen=True)
+class Operation:
+    """One requested movement of credits, validated; :func:`post` decides whether the balances allow it."""
+
+    kind: OperationKind
+    idempotency_key: str
+    debit_account: str
+    credit_account: str
+    amount_micros: int
+    agent_id: str  # whose event it is
+    reference: str | None = None  # the bid, prompt or execution it belongs to
+    memo: str | None = None
+    details: dict[str, Any] = field(default_factory=dict)  # unlock reason, scores, counter-party
+
+    def same_request_as(self, kind: str, debit: str, credit: str, amount_micros: int) -> bool:
+        return (self.kind, self.debit_account, self.credit_account, self.amount_micros) == (
+            kind,
+            debit,
+            credit,
+            amount_micros,
+        )
+
+
+def lock(agent_id: str, amount: Any, *, idempotency_key: str, bid_id: str | None = None) -> Operation:
+    agent_id = _check_id(agent_id, "agent id")
+    return Operation(
+        OperationKind.LOCK,
+        _check_key(idempotency_key),
+        available_account(agent_id),
+        locked_account(agent_id),
+        parse_amount(amount),
+        agent_id,
+        reference=bid_id,
+    )
+
+
+def unlock(
+    agent_id: str, amount: Any, *, idempotency_key: str, reason: UnlockReason | str, bid_id: str | None = None
+) -> Operation:
+    agent_id = _check_id(agent_id, "agent id")
+    try:
+        reason = UnlockReason(reason)
+    except ValueError:
+        choices = ", ".join(r.value for r in UnlockReason)
+        raise LedgerError("invalid_input", f"unlock reason must be one of {choices}, got {reason!r}") from None
+    return Operation(
+        OperationKind.UNLOCK,
+        _check_key(idempotency_key),
+        locked_account(agent_id),
+        available_account(agent_id),
+        parse_amount(amount),
+        agent_id,
+        reference=bid_id,
+        details={"reason": reason},
+    )
+
+
+def burn(
+    agent_id: str, amount: Any, *, idempotency_key: str, bid_id: str | None = None, execution_id: str | None = None
+) -> Operation:
+    agent_id = _check_id(agent_id, "agent id")
+    return Operation(
+        OperationKind.BURN,
+        _check_key(idempotency_key),
+        locked_account(agent_id),
+        SYSTEM_BURN,
+        parse_amount(amount),
+        agent_id,
+        reference=bid_id,
+        details={"execution_id": execution_id},
+    )
+
+
+def transfer(
+    from_agent: str, to_agent: str, amount: Any, *, idempotency_key: str, purpose: str | None = None
+) -> Operation:
+    from_agent, to_agent = _check_id(from_agent, "sender"), _check_id(to_agent, "recipient")
+    if from_agent == to_agent:
+        raise LedgerError("invalid_input", f"cannot transfer from {from_agent} to itself")
+    if purpose is not None and (not isinstance(purpose, str) or len(purpose) > 500):
+        raise LedgerError("invalid_input", "purpose must be a string of at most 500 characters")
+    return Operation(
+        OperationKind.TRANSFER,
+        _check_key(idempotency_key),
+        available_account(from_agent),
+        available_account(to_agent),
+        parse_amount(amount),
+        from_agent,
+        memo=purpose,
+        details={"to_agent": to_agent},
+    )
+
+
+def reward(
+    agent_id: str,
+    *,
+    interesting: int,
+    useful: int,
+    understandable: int,
+    weights: tuple[Decimal, Decimal, Decimal],
+    idempotency_key: str,
+    prompt_id: str | None = None,
+) -> Operation:
+    agent_id = _check_id(agent_id, "agent id")
+    credits = reward_credits(interesting, useful, understandable, weights)
+    if credits <= 0:
+        raise LedgerError("invalid_amount", "these scores earn no credits; a zero reward moves nothing")
+    return Operation(
+        OperationKind.REWARD,
+        _check_key(idempotency_key),
+        SYSTEM_MINT,
+        available_account(agent_id),
+        parse_amount(credits, "reward"),
+        agent_id,
+        reference=prompt_id,
+        details={"interesting": interesting, "useful": useful, "understandable": understandable},
+    )
+
+
+def grant(agent_id: str, amount: Any, *, idempotency_key: str, reason: str = "initial grant") -> Operation:
+    agent_id = _check_id(agent_id, "agent id")
+    return Operation(
+        OperationKind.GRANT,
+        _check_key(idempotency_key),
+        SYSTEM_MINT,
+        available_account(agent_id),
+        parse_amount(amount),
+        agent_id,
+        memo=reason[:500],
+    )
+
+
+@dataclass
+class AccountState:
+    """An account's posting totals, as the journal has them."""
+
+    id: str
+    debits_micros: int = 0
+    credits_micros: int = 0
+    debits_must_not_exceed_credits: bool = True
+
+    @property
+    def balance_micros(self) -> int:
+        return self.credits_micros - self.debits_micros
+
+
+@dataclass(frozen=True)
+class Posting:
+    """What an operation did: the journal entry and both accounts' balances after it."""
+
+    operation: Operation
+    debit_balance_after: int
+    credit_balance_after: int
+
+
+def post(operation: Operation, accounts: dict[str, AccountState]) -> Posting:
+    """Apply ``operation`` to ``accounts`` in place, or raise LedgerError and change nothing."""
+    debit = accounts.get(operation.debit_account)
+    credit = accounts.get(operation.credit_account)
+    for account_id, account in ((operation.debit_account, debit), (operation.credit_account, credit)):
+        if account is None:
+            owner = account_id.split(":")[1] if account_id.startswith("agent:") else account_id
+            raise LedgerError("unknown_agent", f"no such agent: {owner}")
+    assert debit is not None and credit is not None
+    amount = operation.amount_micros
+    if debit.debits_must_not_exceed_credits and debit.balance_micros < amount:
+        raise LedgerError(
+            "insufficient_funds",
+            f"{operation.debit_account} holds {from_micros(debit.balance_micros)}, "
+            f"{operation.kind.value} needs {from_micros(amount)}",
+        )
+    if debit.debits_micros + amount > MAX_POSTINGS_MICROS or credit.credits_micros + amount > MAX_POSTINGS_MICROS:
+        raise LedgerError("amount_too_large", "this operation would overflow an account's 64-bit totals")
+    debit.debits_micros += amount
+    credit.credits_micros += amount
+    return Posting(operation, debit.balance_micros, credit.balance_micros)
+
+
+def event_for(posting: Posting, transfer_id: str, accounts: dict[str, AccountState]) -> Event:
+    """The economy.* event that records ``posting``."""
+    op = posting.operation
+    amount = from_micros(op.amount_micros)
+    if op.kind is OperationKind.LOCK:
+        return CreditsLocked(
+            agent_id=op.agent_id,
+            data=CreditsLockedData(
+                transfer_id=transfer_id,
+                amount=amount,
+                bid_id=op.reference,
+                available_after=from_micros(posting.debit_balance_after),
+                locked_after=from_micros(posting.credit_balance_after),
+            ),
+        )
+    if op.kind is OperationKind.UNLOCK:
+        return CreditsUnlocked(
+            agent_id=op.agent_id,
+            data=CreditsUnlockedData(
+                transfer_id=transfer_id,
+                amount=amount,
+                reason=op.details["reason"],
+                bid_id=op.reference,
+                available_after=from_micros(posting.credit_balance_after),
+                locked_after=from_micros(posting.debit_balance_after),
+            ),
+        )
+    if op.kind is OperationKind.BURN:
+        return CreditsBurned(
+            agent_id=op.agent_id,
+            data=CreditsBurnedData(
+                transfer_id=transfer_id,
+                amount=amount,
+                bid_id=op.reference,
+                execution_id=op.details.get("execution_id"),
+                burned_total=from_micros(posting.credit_balance_after),
+            ),
+        )
+    if op.kind is OperationKind.TRANSFER:
+        return CreditsTransferred(
+            agent_id=op.agent_id,
+            data=CreditsTransferredData(
+                transfer_id=transfer_id,
+                from_agent=op.agent_id,
+                to_agent=op.details["to_agent"],
+                amount=amount,
+                purpose=op.memo,
+            ),
+        )
+    minted_total = from_micros(-posting.debit_balance_after)
+    if op.kind is OperationKind.REWARD:
+        return RewardIssued(
+            agent_id=op.agent_id,
+            data=RewardIssuedData(
+                transfer_id=transfer_id,
+                amount=amount,
+                prompt_id=op.reference,
+                minted_total=minted_total,
+                **op.details,
+            ),
+        )
+    return CreditsGranted(
+        agent_id=op.agent_id,
+        data=CreditsGrantedData(
+            transfer_id=transfer_id,
+            amount=amount,
+            reason=op.memo or "grant",
+            minted_total=minted_total,
+            available_after=from_micros(posting.credit_balance_after),
+        ),
+    )
+
+
+@dataclass(frozen=True)
+class InvariantReport:
+    """Σ available + Σ locked + burned = minted, and where it fails."""
+
+    available: int
+    locked: int
+    burned: int
+    minted: int
+    problems: tuple[str, ...] = ()
+
+    @property
+    def holds(self) -> bool:
+        return not self.problems and self.available + self.locked + self.burned == self.minted
+
+
+def check_invariant(accounts: list[AccountState]) -> InvariantReport:
+    """Sum the accounts and list every one that breaks a rule (negative where forbidden, unknown kind)."""
+    available = locked = burned = minted = 0
+    problems = []
+    for account in accounts:
+        if account.debits_must_not_exceed_credits and account.balance_micros < 0:
+            problems.append(f"account {account.id} is overdrawn: balance {from_micros(account.balance_micros)}")
+        if account.id == SYSTEM_BURN:
+            burned += account.balance_micros
+        elif account.id == SYSTEM_MINT:
+            minted -= account.balance_micros
+        elif account.id.endswith(":available"):
+            available += account.balance_micros
+        elif account.id.endswith(":locked"):
+            locked += account.balance_micros
+        else:
+            problems.append(f"account {account.id} is of no known kind")
+    total = available + locked + burned
+    if total != minted:
+        problems.append(
+            f"Σ available {from_micros(available)} + Σ locked {from_micros(locked)} + burned {from_micros(burned)} "
+            f"= {from_micros(total)} ≠ minted {from_micros(minted)}"
+        )
+    return InvariantReport(available, locked, burned, minted, tuple(problems))

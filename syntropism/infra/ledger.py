@@ -1,0 +1,526 @@
+"""The ledger's persistence: operations from ``domain.economy`` applied to the database, in batches.
+
+A batch loads the accounts it touches (row-locked on PostgreSQL; SQLite's ``BEGIN IMMEDIATE`` already holds
+the write lock), applies each operation in memory with :func:`domain.economy.post`, then writes the journal
+rows, the new account totals and one outbox event per operation with a few bulk statements, in one
+transaction. An operation that fails changes nothing, and never spoils the others in its batch.
+
+Callers either pass a session (the operation joins their transaction, e.g. a bid row and its lock) or submit
+to the :class:`GroupCommitter`: one writer thread takes whatever requests are waiting and commits them
+together, so concurrent callers share an fsync, as TigerBeetle batches transfers.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from decimal import Decimal
+from types import SimpleNamespace
+from typing import Any, ClassVar, Generic, TypeVar
+
+from sqlalchemy import Column, Connection, Dialect, Row, Table, func, insert, or_, select
+from sqlalchemy.exc import DBAPIError, IntegrityError
+from sqlalchemy.orm import Session
+
+from syntropism.domain.economy import (
+    SYSTEM_BURN,
+    SYSTEM_MINT,
+    AccountState,
+    InvariantReport,
+    LedgerError,
+    Operation,
+    OperationKind,
+    available_account,
+    check_invariant,
+    event_for,
+    locked_account,
+    post,
+)
+from syntropism.domain.models import from_micros, time_ordered_id
+from syntropism.infra.database import Database
+from syntropism.infra.faults import crash_point
+from syntropism.infra.outbox import OUTBOX, mark_events_staged, outbox_row
+from syntropism.infra.tables import Account, Agent, Transfer, utcnow
+from syntropism.infra.telemetry import trace_headers
+
+log = logging.getLogger(__name__)
+
+ACCOUNTS = Account.__table__
+TRANSFERS = Transfer.__table__
+MAX_BATCH = 1000
+RETRIES = 5
+
+
+@dataclass(frozen=True)
+class Receipt:
+    """The outcome of an operation; a repeat with the same idempotency key returns the first receipt."""
+
+    transfer_id: str
+    kind: OperationKind
+    amount: Decimal
+    debit_account: str
+    credit_account: str
+    debit_balance_after: Decimal
+    credit_balance_after: Decimal
+    reference: str | None
+    memo: str | None
+    created_at: datetime
+    replayed: bool = False
+
+    @classmethod
+    def from_row(cls, row: Row, *, replayed: bool) -> Receipt:  # type: ignore[type-arg]
+        return cls(
+            transfer_id=row.id,
+            kind=OperationKind(row.kind),
+            amount=from_micros(row.amount_micros),
+            debit_account=row.debit_account_id,
+            credit_account=row.credit_account_id,
+            debit_balance_after=from_micros(row.debit_balance_after_micros),
+            credit_balance_after=from_micros(row.credit_balance_after_micros),
+            reference=row.reference,
+            memo=row.memo,
+            created_at=row.created_at,
+            replayed=replayed,
+        )
+
+
+@dataclass(frozen=True)
+class Balance:
+    agent_id: str
+    available: Decimal
+    locked: Decimal
+
+
+@dataclass(frozen=True)
+class HistoryPage:
+    entries: list[Receipt]
+    next_before: int | None  # pass as ``before`` for the next (older) page; None when there is none
+
+
+@dataclass(frozen=True)
+class VerifyReport:
+    invariant: InvariantReport
+    problems: tuple[str, ...]
+
+    @property
+    def ok(self) -> bool:
+        return self.invariant.holds and not self.problems
+
+
+Request = tuple[Operation, dict[str, str]]  # an operation and the caller's trace context
+
+
+def open_accounts(session: Session, agent_id: str) -> None:
+    """Create an agent's available and locked accounts (the agent row must exist)."""
+    session.execute(
+        insert(Account),
+        [
+            {"id": available_account(agent_id), "agent_id": agent_id, "kind": "available"},
+            {"id": locked_account(agent_id), "agent_id": agent_id, "kind": "locked"},
+        ],
+    )
+
+
+class _HotSql:
+    """The ledger's hot path as plain SQL on the DBAPI cursor, one instance per dialect.
+
+    SQLAlchemy's statement compilation costs more per operation than SQLite's fsync'd commit; the group-commit
+    targets (DESIGN: thousands of transfers/s) need the few statements below to run as prepared text. Only
+    portable SQL is used: ``?`` placeholders, rewritten to ``%s`` for drivers that use that style.
+    """
+
+    _cache: ClassVar[dict[str, _HotSql]] = {}
+
+    def __init__(self, dialect: Dialect) -> None:
+        self.dialect_name = dialect.name
+        self._format = dialect.paramstyle in ("format", "pyformat")
+        self._created_at = _bind(TRANSFERS.c.created_at, dialect)
+        self._outbox_created_at = _bind(OUTBOX.c.created_at, dialect)
+        self.insert_transfers = self._sql(_insert_sql(TRANSFERS, TRANSFER_COLUMNS))
+        self.insert_outbox = self._sql(_insert_sql(OUTBOX, OUTBOX_COLUMNS))
+        self.update_account = self._sql("UPDATE accounts SET debits_micros = ?, credits_micros = ? WHERE id = ?")
+
+    @classmethod
+    def for_dialect(cls, dialect: Dialect) -> _HotSql:
+        if dialect.name not in cls._cache:
+            cls._cache[dialect.name] = cls(dialect)
+        return cls._cache[dialect.name]
+
+    def _sql(self, text: str) -> str:
+        return text.replace("?", "%s") if self._format else text
+
+    def _in(self, count: int) -> str:
+        return ", ".join(["%s" if self._format else "?"] * count)
+
+    def select_keys(self, count: int) -> str:
+        return f"SELECT idempotency_key FROM transfers WHERE idempotency_key IN ({self._in(count)})"
+
+    def select_accounts(self, count: int) -> str:
+        lock = "" if self.dialect_name == "sqlite" else " ORDER BY id FOR UPDATE"  # one lock order: no deadlocks
+        return (
+            "SELECT id, debits_micros, credits_micros, debits_must_not_exceed_credits FROM accounts "
+            f"WHERE id IN ({self._in(count)}){lock}"
+        )
+
+    def transfer_values(self, row: dict[str, Any]) -> tuple[Any, ...]:
+        return tuple(self._created_at(row[c]) if c == "created_at" else row[c] for c in TRANSFER_COLUMNS)
+
+    def outbox_values(self, row: dict[str, Any]) -> tuple[Any, ...]:
+        return tuple(self._outbox_created_at(row[c]) if c == "created_at" else row[c] for c in OUTBOX_COLUMNS)
+
+
+TRANSFER_COLUMNS = (
+    "id",
+    "idempotency_key",
+    "kind",
+    "debit_account_id",
+    "credit_account_id",
+    "amount_micros",
+    "debit_balance_after_micros",
+    "credit_balance_after_micros",
+    "reference",
+    "memo",
+    "created_at",
+)
+OUTBOX_COLUMNS = (
+    "event_id",
+    "event_type",
+    "subject",
+    "payload",
+    "headers",
+    "agent_id",
+    "correlation_id",
+    "created_at",
+)
+
+
+def _insert_sql(table: Table, columns: Sequence[str]) -> str:
+    return f"INSERT INTO {table.name} ({', '.join(columns)}) VALUES ({', '.join('?' * len(columns))})"
+
+
+def _bind(column: Column[Any], dialect: Dialect) -> Callable[[Any], Any]:
+    processor = column.type.bind_processor(dialect)
+    return processor or (lambda value: value)
+
+
+def _replay_rows(connection: Connection, keys: list[str]) -> dict[str, Row]:  # type: ignore[type-arg]
+    rows = connection.execute(select(TRANSFERS).where(TRANSFERS.c.idempotency_key.in_(keys)))
+    return {row.idempotency_key: row for row in rows}
+
+
+def _replay(operation: Operation, row: Any) -> Receipt:
+    if not operation.same_request_as(row.kind, row.debit_account_id, row.credit_account_id, row.amount_micros):
+        raise LedgerError(
+            "idempotency_conflict",
+            f"idempotency key {operation.idempotency_key!r} was used for a different operation "
+            f"({row.kind} of {from_micros(row.amount_micros)} from {row.debit_account_id} to {row.credit_account_id})",
+        )
+    return Receipt.from_row(row, replayed=True)
+
+
+def apply_batch(connection: Connection, requests: Sequence[Request]) -> list[Receipt | LedgerError]:
+    """Apply operations in order inside ``connection``'s transaction; one receipt or error per operation.
+
+    The caller commits, and marks its transaction as having staged events when any receipt is fresh.
+    """
+    sql = _HotSql.for_dialect(connection.dialect)
+    cursor = connection.connection.driver_connection.cursor()  # type: ignore[union-attr]
+    try:
+        keys = list({operation.idempotency_key for operation, _ in requests})
+        cursor.execute(sql.select_keys(len(keys)), keys)
+        used = [key for (key,) in cursor.fetchall()]
+        existing: dict[str, Any] = _replay_rows(connection, used) if used else {}
+        account_ids = sorted({a for op, _ in requests for a in (op.debit_account, op.credit_account)})
+        cursor.execute(sql.select_accounts(len(account_ids)), account_ids)
+        accounts = {row[0]: AccountState(row[0], row[1], row[2], bool(row[3])) for row in cursor.fetchall()}
+        now = utcnow()
+        results: list[Receipt | LedgerError] = []
+        transfer_rows: list[tuple[Any, ...]] = []
+        event_rows: list[tuple[Any, ...]] = []
+        touched: set[str] = set()
+        for operation, headers in requests:
+            try:
+                if operation.idempotency_key in existing:
+                    results.append(_replay(operation, existing[operation.idempotency_key]))
+                    continue
+                posting = post(operation, accounts)
+            except LedgerError as error:
+                results.append(error)
+                continue
+            transfer_id = time_ordered_id()
+            row = {
+                "id": transfer_id,
+                "idempotency_key": operation.idempotency_key,
+                "kind": operation.kind.value,
+                "debit_account_id": operation.debit_account,
+                "credit_account_id": operation.credit_account,
+                "amount_micros": operation.amount_micros,
+                "debit_balance_after_micros": posting.debit_balance_after,
+                "credit_balance_after_micros": posting.credit_balance_after,
+                "reference": operation.reference,
+                "memo": operation.memo,
+                "created_at": now,
+            }
+            written = SimpleNamespace(**row)
+            existing[operation.idempotency_key] = written  # a repeat later in this batch replays this one
+            transfer_rows.append(sql.transfer_values(row))
+            event_rows.append(sql.outbox_values(outbox_row(event_for(posting, transfer_id, accounts), headers)))
+            touched.update((operation.debit_account, operation.credit_account))
+            results.append(Receipt.from_row(written, replayed=False))
+        if transfer_rows:
+            cursor.executemany(sql.insert_transfers, transfer_rows)
+            cursor.executemany(
+                sql.update_account,
+                [(accounts[a].debits_micros, accounts[a].credits_micros, a) for a in sorted(touched)],
+            )
+            cursor.executemany(sql.insert_outbox, event_rows)
+            crash_point("ledger.before_commit")
+        return results
+    finally:
+        cursor.close()
+
+
+def apply(session: Session, operation: Operation) -> Receipt:
+    """Apply one operation inside the caller's transaction; raises :class:`LedgerError` when refused."""
+    [result] = apply_batch(session.connection(), [(operation, trace_headers())])
+    if isinstance(result, LedgerError):
+        raise result
+    if not result.replayed:
+        mark_events_staged(session)
+    return result
+
+
+T = TypeVar("T")
+R = TypeVar("R")
+
+
+class _Ticket(Generic[T, R]):
+    """One caller's request in the group-commit queue."""
+
+    __slots__ = ("done", "error", "item", "promoted", "result", "wakeup")
+
+    def __init__(self, item: T) -> None:
+        self.item = item
+        self.done = False
+        self.promoted = False
+        self.result: R | None = None
+        self.error: BaseException | None = None
+        self.wakeup = threading.Event()
+
+
+class GroupCommitter(Generic[T, R]):
+    """Group commit, leader/follower style, as databases do for their log.
+
+    Each caller queues a ticket. If nobody is committing, it becomes the leader and commits every queued
+    ticket (up to ``max_batch``) in one transaction, round after round; the others sleep on their own ticket.
+    Once the leader's own request is done it hands leadership to the oldest waiting caller, or stands down
+    when the queue is empty. When several callers were active recently, the leader waits up to ``max_wait``
+    for them to queue before committing (PostgreSQL's commit_delay/commit_siblings), so they share one
+    fsync. A lone caller never waits and never hands off to another thread.
+    """
+
+    def __init__(
+        self,
+        run_batch: Callable[[list[T]], list[R | BaseException]],
+        *,
+        max_batch: int,
+        max_wait: float = 0.002,
+        sibling_window: float = 0.05,
+    ) -> None:
+        self._run_batch = run_batch
+        self._max_batch = max_batch
+        self._max_wait = max_wait
+        self._sibling_window = sibling_window
+        self._cond = threading.Condition()
+        self._pending: list[_Ticket[T, R]] = []
+        self._leading = False
+        self._last_seen: dict[int, float] = {}  # thread id → when it last queued a request
+
+    def execute(self, item: T) -> R:
+        ticket: _Ticket[T, R] = _Ticket(item)
+        with self._cond:
+            self._pending.append(ticket)
+            self._last_seen[threading.get_ident()] = time.monotonic()
+            lead = not self._leading
+            self._leading = True
+            self._cond.notify()  # the leader may be gathering a batch
+        if not lead:
+            ticket.wakeup.wait()
+            if not ticket.promoted:
+                return self._outcome(ticket)
+        self._lead(ticket)
+        return self._outcome(ticket)
+
+    def _lead(self, own: _Ticket[T, R]) -> None:
+        while True:
+            self._commit(self._gather())
+            with self._cond:
+                if not self._pending:
+                    self._leading = False
+                    return
+                if own.done:
+                    successor = self._pending[0]  # leadership passes on; _leading stays True
+                    successor.promoted = True
+                    successor.wakeup.set()
+                    return
+
+    @staticmethod
+    def _outcome(ticket: _Ticket[T, R]) -> R:
+        if ticket.error is not None:
+            raise ticket.error
+        return ticket.result  # type: ignore[return-value]
+
+    def _gather(self) -> list[_Ticket[T, R]]:
+        with self._cond:
+            now = time.monotonic()
+            self._last_seen = {t: seen for t, seen in self._last_seen.items() if now - seen <= self._sibling_window}
+            wanted = min(len(self._last_seen), self._max_batch)
+            deadline = now + self._max_wait
+            while len(self._pending) < wanted and (remaining := deadline - time.monotonic()) > 0:
+                self._cond.wait(remaining)
+            batch = self._pending[: self._max_batch]
+            del self._pending[: self._max_batch]
+        return batch
+
+    def _commit(self, batch: list[_Ticket[T, R]]) -> None:
+        try:
+            results = self._run_batch([ticket.item for ticket in batch])
+        except BaseException as exc:  # the whole transaction failed: every caller in it learns why
+            log.exception("group commit of %d requests failed", len(batch))
+            results = [exc] * len(batch)
+        for ticket, result in zip(batch, results, strict=True):
+            if isinstance(result, BaseException):
+                ticket.error = result
+            else:
+                ticket.result = result
+            ticket.done = True
+            ticket.wakeup.set()
+
+
+class Ledger:
+    """The Economic Engine's entry point: operations, balances, history and the invariant check."""
+
+    def __init__(self, database: Database, *, max_batch: int = MAX_BATCH) -> None:
+        self.database = database
+        self._committer: GroupCommitter[Request, Receipt] = GroupCommitter(self._commit_batch, max_batch=max_batch)
+
+    def _commit_batch(self, requests: list[Request]) -> list[Receipt | BaseException]:
+        for attempt in range(1, RETRIES + 1):
+            try:
+                with self.database.connection() as connection:
+                    results: list[Receipt | BaseException] = list(apply_batch(connection, requests))
+                    if any(isinstance(r, Receipt) and not r.replayed for r in results):
+                        mark_events_staged(connection)
+                crash_point("ledger.after_commit")
+                return results
+            except (IntegrityError, DBAPIError) as exc:
+                # PostgreSQL: a concurrent writer took the same idempotency key, or a deadlock/serialization
+                # failure. Nothing was written; the retry sees what the other committed.
+                if attempt == RETRIES or not _retryable(exc):
+                    raise
+                log.warning("ledger batch retry %d after %s", attempt, type(exc.orig).__name__)
+        raise AssertionError("unreachable")
+
+    def execute(self, operation: Operation) -> Receipt:
+        """Apply ``operation`` in its own transaction (shared with concurrent callers) and return its receipt.
+
+        Blocking: from asyncio, call it through ``asyncio.to_thread``. Raises :class:`LedgerError` when refused.
+        """
+        return self._committer.execute((operation, trace_headers()))
+
+    def balance(self, agent_id: str) -> Balance:
+        with self.database.reader() as session:
+            rows = dict(
+                session.execute(
+                    select(ACCOUNTS.c.id, ACCOUNTS.c.credits_micros - ACCOUNTS.c.debits_micros).where(
+                        ACCOUNTS.c.id.in_([available_account(agent_id), locked_account(agent_id)])
+                    )
+                ).all()
+            )
+        if not rows:
+            raise LedgerError("unknown_agent", f"no such agent: {agent_id}")
+        return Balance(
+            agent_id, from_micros(rows[available_account(agent_id)]), from_micros(rows[locked_account(agent_id)])
+        )
+
+    def history(self, agent_id: str, *, limit: int = 50, before: int | None = None) -> HistoryPage:
+        """The agent's journal entries, newest first, ``limit`` at a time; page with ``before``."""
+        if not 1 <= limit <= 500:
+            raise LedgerError("invalid_input", f"limit must be from 1 to 500, got {limit}")
+        accounts = [available_account(agent_id), locked_account(agent_id)]
+        with self.database.reader() as session:
+            if session.get(Agent, agent_id) is None:
+                raise LedgerError("unknown_agent", f"no such agent: {agent_id}")
+            statement = (
+                select(TRANSFERS)
+                .where(or_(TRANSFERS.c.debit_account_id.in_(accounts), TRANSFERS.c.credit_account_id.in_(accounts)))
+                .order_by(TRANSFERS.c.seq.desc())
+                .limit(limit + 1)
+            )
+            if before is not None:
+                statement = statement.where(TRANSFERS.c.seq < before)
+            rows = session.execute(statement).all()
+        page = rows[:limit]
+        next_before = page[-1].seq if len(rows) > limit else None
+        return HistoryPage([Receipt.from_row(row, replayed=False) for row in page], next_before)
+
+    def verify(self) -> VerifyReport:
+        """Check the invariant and that every account's totals equal the sums of its journal entries."""
+        with self.database.reader() as session:
+            accounts = [
+                AccountState(*row)
+                for row in session.execute(
+                    select(
+                        ACCOUNTS.c.id,
+                        ACCOUNTS.c.debits_micros,
+                        ACCOUNTS.c.credits_micros,
+                        ACCOUNTS.c.debits_must_not_exceed_credits,
+                    ).order_by(ACCOUNTS.c.id)
+                )
+            ]
+            debits = dict(
+                session.execute(
+                    select(TRANSFERS.c.debit_account_id, func.sum(TRANSFERS.c.amount_micros)).group_by(
+                        TRANSFERS.c.debit_account_id
+                    )
+                ).all()
+            )
+            credits = dict(
+                session.execute(
+                    select(TRANSFERS.c.credit_account_id, func.sum(TRANSFERS.c.amount_micros)).group_by(
+                        TRANSFERS.c.credit_account_id
+                    )
+                ).all()
+            )
+            bad_entries = session.execute(
+                select(TRANSFERS.c.seq, TRANSFERS.c.id).where(
+                    or_(TRANSFERS.c.amount_micros <= 0, TRANSFERS.c.debit_account_id == TRANSFERS.c.credit_account_id)
+                )
+            ).all()
+        problems = []
+        for account in accounts:
+            journal_debits, journal_credits = int(debits.get(account.id) or 0), int(credits.get(account.id) or 0)
+            if (account.debits_micros, account.credits_micros) != (journal_debits, journal_credits):
+                problems.append(
+                    f"account {account.id}: totals debits {account.debits_micros} credits {account.credits_micros} "
+                    f"(micro-credits) ≠ journal debits {journal_debits} credits {journal_credits}"
+                )
+        for account_id in sorted((set(debits) | set(credits)) - {a.id for a in accounts}):
+            problems.append(f"journal entries name account {account_id}, which does not exist")
+        for seq, transfer_id in bad_entries:
+            problems.append(f"journal entry #{seq} ({transfer_id}) does not balance: amount ≤ 0 or a single account")
+        for system_account in (SYSTEM_MINT, SYSTEM_BURN):
+            if system_account not in {a.id for a in accounts}:
+                problems.append(f"system account {system_account} is missing")
+        return VerifyReport(check_invariant(accounts), tuple(problems))
+
+
+def _retryable(exc: DBAPIError) -> bool:
+    if isinstance(exc, IntegrityError):
+        return True
+    code = getattr(exc.orig, "sqlstate", None) or getattr(exc.orig, "pgcode", None)
+    return code in {"40001", "40P01"}  # serialization failure, deadlock detected
