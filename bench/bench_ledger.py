@@ -49,11 +49,15 @@ def prepare(url: str) -> Ledger:
 def run_callers(callers: int, per_caller: int, work: Callable[[int, int], None]) -> float:
     """Seconds for ``callers`` threads to each run ``work(caller, i)`` ``per_caller`` times."""
     start = threading.Barrier(callers + 1)
+    failures: list[BaseException] = []
 
     def caller(index: int) -> None:
         start.wait()
-        for i in range(per_caller):
-            work(index, i)
+        try:
+            for i in range(per_caller):
+                work(index, i)
+        except BaseException as exc:
+            failures.append(exc)
 
     threads = [threading.Thread(target=caller, args=(c,)) for c in range(callers)]
     for thread in threads:
@@ -62,7 +66,10 @@ def run_callers(callers: int, per_caller: int, work: Callable[[int, int], None])
     began = time.perf_counter()
     for thread in threads:
         thread.join()
-    return time.perf_counter() - began
+    elapsed = time.perf_counter() - began
+    if failures:
+        raise RuntimeError(f"{len(failures)} callers failed; the first: {failures[0]!r}") from failures[0]
+    return elapsed
 
 
 def measure(ledger: Ledger, label: str, callers: int, operations: int) -> dict[str, float]:
