@@ -338,6 +338,7 @@ class GroupCommitter(Generic[T, R]):
         self._cond = threading.Condition()
         self._pending: list[_Ticket[T, R]] = []
         self._leading = False
+        self._wanted = 0  # while the leader gathers: how many queued requests complete its batch
         self._last_seen: dict[int, float] = {}  # thread id → when it last queued a request
 
     def execute(self, item: T) -> R:
@@ -347,7 +348,8 @@ class GroupCommitter(Generic[T, R]):
             self._last_seen[threading.get_ident()] = time.monotonic()
             lead = not self._leading
             self._leading = True
-            self._cond.notify()  # the leader may be gathering a batch
+            if len(self._pending) == self._wanted:
+                self._cond.notify()  # the leader is gathering a batch, and it is now complete
         if not lead:
             ticket.wakeup.wait()
             if not ticket.promoted:
@@ -378,10 +380,11 @@ class GroupCommitter(Generic[T, R]):
         with self._cond:
             now = time.monotonic()
             self._last_seen = {t: seen for t, seen in self._last_seen.items() if now - seen <= self._sibling_window}
-            wanted = min(len(self._last_seen), self._max_batch)
+            self._wanted = min(len(self._last_seen), self._max_batch)
             deadline = now + self._max_wait
-            while len(self._pending) < wanted and (remaining := deadline - time.monotonic()) > 0:
+            while len(self._pending) < self._wanted and (remaining := deadline - time.monotonic()) > 0:
                 self._cond.wait(remaining)
+            self._wanted = 0
             batch = self._pending[: self._max_batch]
             del self._pending[: self._max_batch]
         return batch
