@@ -125,7 +125,7 @@ class Database:
         except Exception as exc:
             raise DatabaseUnavailable(
                 f"cannot open database {self.engine.url.render_as_string(hide_password=True)}: {exc}. "
-                "Check SYNTROPISM_DATABASE_URL (PostgreSQL needs the [postgres] extra and a running server)."
+                "Check SYNTROPISM_DATABASE_URL and that the server is running."
             ) from exc
 
     def migrate(self, revision: str = "head") -> None:

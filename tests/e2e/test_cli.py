@@ -10,8 +10,10 @@ import sys
 from pathlib import Path
 
 import pytest
+from sqlalchemy import text
 
 from syntropism.domain.events import parse_event
+from syntropism.infra.agents import register_agent
 from syntropism.infra.database import Database
 from syntropism.infra.outbox import record_event
 from tests.samples import sample_event
@@ -163,3 +165,41 @@ def test_unreachable_external_nats_fails_loudly(state_dir: Path) -> None:
     )
     assert result.returncode == 2
     assert "cannot connect to NATS at nats://127.0.0.1:1" in result.stderr
+
+
+def test_ledger_commands(state_dir: Path) -> None:
+    database = Database(f"sqlite:///{(state_dir / 'syntropism.db').resolve()}")
+    database.migrate()
+    with database.transaction() as session:
+        register_agent(session, "alice")
+    database.dispose()
+
+    granted = syntropism(state_dir, "ledger", "grant", "alice", "12.5", "--key", "g1")
+    assert granted.returncode == 0, granted.stderr
+    assert "available 12.500000" in granted.stdout
+    again = syntropism(state_dir, "ledger", "grant", "alice", "12.5", "--key", "g1")
+    assert "already applied" in again.stdout
+    assert "available 12.500000, locked 0.000000" in syntropism(state_dir, "ledger", "balance", "alice").stdout
+    history = syntropism(state_dir, "ledger", "history", "alice", "--json")
+    [entry] = [json.loads(line) for line in history.stdout.splitlines()]
+    assert entry["kind"] == "grant" and entry["amount"] == "12.500000"
+
+    refused = syntropism(state_dir, "ledger", "grant", "alice", "NaN")
+    assert refused.returncode == 2 and "finite" in refused.stderr
+    unknown = syntropism(state_dir, "ledger", "balance", "nobody")
+    assert unknown.returncode == 2 and "no such agent: nobody" in unknown.stderr
+
+    verified = syntropism(state_dir, "ledger", "verify")
+    assert verified.returncode == 0 and "ledger verified" in verified.stdout
+
+
+def test_ledger_verify_fails_and_names_the_offending_rows(state_dir: Path) -> None:
+    assert syntropism(state_dir, "migrate").returncode == 0
+    database = Database(f"sqlite:///{(state_dir / 'syntropism.db').resolve()}")
+    with database.transaction() as session:
+        register_agent(session, "mallory")
+        session.execute(text("UPDATE accounts SET credits_micros = 1000000 WHERE id = 'agent:mallory:available'"))
+    database.dispose()
+    result = syntropism(state_dir, "ledger", "verify")
+    assert result.returncode == 1
+    assert "agent:mallory:available" in result.stderr and "≠ minted" in result.stderr
