@@ -17,6 +17,7 @@ by construction and the invariant Σ available + Σ locked + burned = minted hol
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from decimal import ROUND_HALF_EVEN, Decimal, InvalidOperation
 from enum import StrEnum
@@ -24,18 +25,12 @@ from typing import Any
 
 from syntropism.domain.events import (
     CreditsBurned,
-    CreditsBurnedData,
     CreditsGranted,
-    CreditsGrantedData,
     CreditsLocked,
-    CreditsLockedData,
     CreditsTransferred,
-    CreditsTransferredData,
     CreditsUnlocked,
-    CreditsUnlockedData,
     Event,
     RewardIssued,
-    RewardIssuedData,
     UnlockReason,
 )
 from syntropism.domain.models import MICROS_PER_CREDIT, from_micros
@@ -296,77 +291,68 @@ def post(operation: Operation, accounts: dict[str, AccountState]) -> Posting:
     return Posting(operation, debit.balance_micros, credit.balance_micros)
 
 
-def event_for(posting: Posting, transfer_id: str, accounts: dict[str, AccountState]) -> Event:
+def _balances(available: int, locked: int) -> dict[str, Any]:
+    return {"available_after": from_micros(available), "locked_after": from_micros(locked)}
+
+
+# Per kind: the event class, and the payload fields beyond transfer_id and amount.
+_EVENTS: dict[OperationKind, tuple[type[Event], Callable[[Posting], dict[str, Any]]]] = {
+    OperationKind.LOCK: (
+        CreditsLocked,
+        lambda p: {"bid_id": p.operation.reference, **_balances(p.debit_balance_after, p.credit_balance_after)},
+    ),
+    OperationKind.UNLOCK: (
+        CreditsUnlocked,
+        lambda p: {
+            "bid_id": p.operation.reference,
+            "reason": p.operation.details["reason"],
+            **_balances(p.credit_balance_after, p.debit_balance_after),
+        },
+    ),
+    OperationKind.BURN: (
+        CreditsBurned,
+        lambda p: {
+            "bid_id": p.operation.reference,
+            "execution_id": p.operation.details.get("execution_id"),
+            "burned_total": from_micros(p.credit_balance_after),
+        },
+    ),
+    OperationKind.TRANSFER: (
+        CreditsTransferred,
+        lambda p: {
+            "from_agent": p.operation.agent_id,
+            "to_agent": p.operation.details["to_agent"],
+            "purpose": p.operation.memo,
+        },
+    ),
+    OperationKind.REWARD: (
+        RewardIssued,
+        lambda p: {
+            "prompt_id": p.operation.reference,
+            "minted_total": from_micros(-p.debit_balance_after),
+            **p.operation.details,
+        },
+    ),
+    OperationKind.GRANT: (
+        CreditsGranted,
+        lambda p: {
+            "reason": p.operation.memo or "grant",
+            "minted_total": from_micros(-p.debit_balance_after),
+            "available_after": from_micros(p.credit_balance_after),
+        },
+    ),
+}
+
+
+def event_for(posting: Posting, transfer_id: str) -> Event:
     """The economy.* event that records ``posting``."""
-    op = posting.operation
-    amount = from_micros(op.amount_micros)
-    if op.kind is OperationKind.LOCK:
-        return CreditsLocked(
-            agent_id=op.agent_id,
-            data=CreditsLockedData(
-                transfer_id=transfer_id,
-                amount=amount,
-                bid_id=op.reference,
-                available_after=from_micros(posting.debit_balance_after),
-                locked_after=from_micros(posting.credit_balance_after),
-            ),
-        )
-    if op.kind is OperationKind.UNLOCK:
-        return CreditsUnlocked(
-            agent_id=op.agent_id,
-            data=CreditsUnlockedData(
-                transfer_id=transfer_id,
-                amount=amount,
-                reason=op.details["reason"],
-                bid_id=op.reference,
-                available_after=from_micros(posting.credit_balance_after),
-                locked_after=from_micros(posting.debit_balance_after),
-            ),
-        )
-    if op.kind is OperationKind.BURN:
-        return CreditsBurned(
-            agent_id=op.agent_id,
-            data=CreditsBurnedData(
-                transfer_id=transfer_id,
-                amount=amount,
-                bid_id=op.reference,
-                execution_id=op.details.get("execution_id"),
-                burned_total=from_micros(posting.credit_balance_after),
-            ),
-        )
-    if op.kind is OperationKind.TRANSFER:
-        return CreditsTransferred(
-            agent_id=op.agent_id,
-            data=CreditsTransferredData(
-                transfer_id=transfer_id,
-                from_agent=op.agent_id,
-                to_agent=op.details["to_agent"],
-                amount=amount,
-                purpose=op.memo,
-            ),
-        )
-    minted_total = from_micros(-posting.debit_balance_after)
-    if op.kind is OperationKind.REWARD:
-        return RewardIssued(
-            agent_id=op.agent_id,
-            data=RewardIssuedData(
-                transfer_id=transfer_id,
-                amount=amount,
-                prompt_id=op.reference,
-                minted_total=minted_total,
-                **op.details,
-            ),
-        )
-    return CreditsGranted(
-        agent_id=op.agent_id,
-        data=CreditsGrantedData(
-            transfer_id=transfer_id,
-            amount=amount,
-            reason=op.memo or "grant",
-            minted_total=minted_total,
-            available_after=from_micros(posting.credit_balance_after),
-        ),
+    event_class, payload_fields = _EVENTS[posting.operation.kind]
+    data_model = event_class.model_fields["data"].annotation
+    assert data_model is not None
+    data = data_model(
+        transfer_id=transfer_id, amount=from_micros(posting.operation.amount_micros), **payload_fields(posting)
     )
+    return event_class(agent_id=posting.operation.agent_id, data=data)
 
 
 @dataclass(frozen=True)

@@ -268,7 +268,7 @@ def apply_batch(connection: Connection, requests: Sequence[Request]) -> list[Rec
             written = SimpleNamespace(**row)
             existing[operation.idempotency_key] = written  # a repeat later in this batch replays this one
             transfer_rows.append(sql.transfer_values(row))
-            event_rows.append(sql.outbox_values(outbox_row(event_for(posting, transfer_id, accounts), headers)))
+            event_rows.append(sql.outbox_values(outbox_row(event_for(posting, transfer_id), headers)))
             touched.update((operation.debit_account, operation.credit_account))
             results.append(Receipt.from_row(written, replayed=False))
         if transfer_rows:
