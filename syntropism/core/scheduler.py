@@ -15,9 +15,9 @@ Mechanisms (what a winner pays; both allocate as above):
   a bidder gains by shading its bid toward what it expects the others to bid.
 * ``CRITICAL_VALUE`` — a winner pays its critical value: the least it could have bid and still won (the bid
   of the first rival that would otherwise take the capacity it needs), and at least the reserve (the floor
-  price for the capacity-seconds it takes) unless it bid less than that. Greedy allocation is monotone, so with critical payments bidding
-  one's true value is a dominant strategy for single-minded bidders (Lehmann, O'Callaghan and Shoham, 2002).
-  A winner never pays more than it bid; losers pay nothing.
+  price for the capacity-seconds it takes) unless it bid less than that. Greedy allocation is monotone, so
+  with critical payments bidding one's true value is a dominant strategy for single-minded bidders
+  (Lehmann, O'Callaghan and Shoham, 2002). A winner never pays more than it bid; losers pay nothing.
 
 Price discovery (DESIGN §3.6): each winner's payment is split across its resources in proportion to its
 capacity-seconds weighted by the previous prices, so its parts add up to the payment exactly; a resource's
