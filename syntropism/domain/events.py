@@ -65,6 +65,7 @@ class UnlockReason(StrEnum):
     OUTBID = "outbid"
     EXPIRED = "expired"
     WITHDRAWN = "withdrawn"
+    REFUND = "refund"  # a winner paid less than it locked (critical-value payments)
 
 
 class CreditsUnlockedData(Payload):

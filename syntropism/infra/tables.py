@@ -160,6 +160,7 @@ class Bid(BundleColumns, Base):
     lifetime_cycles: Mapped[int] = mapped_column(Integer)
     cycles_remaining: Mapped[int] = mapped_column(Integer)
     status: Mapped[str] = mapped_column(String(16), default="pending")  # pending | won | outbid | cancelled
+    paid_micros: Mapped[int | None] = mapped_column(BigInteger)  # what it paid when it won
     idempotency_key: Mapped[str | None] = mapped_column(String(200), unique=True)
     placed_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
     resolved_at: Mapped[datetime | None] = mapped_column(UtcDateTime)

@@ -2,7 +2,7 @@
 
 Revision ID: 0001
 Revises:
-Create Date: 2026-11-22 05:29:36.057263
+Create Date: 2026-11-22 05:53:08.578038
 """
 
 from collections.abc import Sequence
@@ -98,6 +98,7 @@ def upgrade() -> None:
         sa.Column("lifetime_cycles", sa.Integer(), nullable=False),
         sa.Column("cycles_remaining", sa.Integer(), nullable=False),
         sa.Column("status", sa.String(length=16), nullable=False),
+        sa.Column("paid_micros", sa.BigInteger(), nullable=True),
         sa.Column("idempotency_key", sa.String(length=200), nullable=True),
         sa.Column("placed_at", syntropism.infra.tables.UtcDateTime(timezone=True), nullable=False),
         sa.Column("resolved_at", syntropism.infra.tables.UtcDateTime(timezone=True), nullable=True),

@@ -1,0 +1,299 @@
+"""The AllocationScheduler: one market cycle applied to the economy, in one transaction.
+
+A cycle reads the capacity in use (executions allocated and not yet terminated), the pending bids and the
+last prices; :func:`clear_market` decides; then, together: winners' locked credits are burned (and any
+excess over a critical-value payment unlocked), each winner gets an Execution, losers either stay pending
+for the rest of their lifetime or are unlocked as outbid, the MarketManager stores the discovered prices,
+and every step's event is staged. A crash anywhere in the cycle leaves the previous state intact.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from decimal import Decimal
+from typing import Any
+
+import numpy as np
+from sqlalchemy import func, select, update
+from sqlalchemy.orm import Session
+
+from syntropism.config import Settings
+from syntropism.core.market import MarketManager
+from syntropism.core.scheduler import PPM, RESOURCES, BidBook, ClearingResult, Mechanism, clear_market
+from syntropism.domain import economy
+from syntropism.domain.economy import LedgerError, Operation
+from syntropism.domain.events import (
+    BidOutcome,
+    BidProcessed,
+    BidProcessedData,
+    CycleCompleted,
+    CycleCompletedData,
+    Event,
+    ResourcesAllocated,
+    ResourcesAllocatedData,
+    UnlockReason,
+)
+from syntropism.domain.models import Resource, ResourceBundle, from_micros, time_ordered_id
+from syntropism.infra.database import Database
+from syntropism.infra.faults import crash_point
+from syntropism.infra.ledger import apply_batch
+from syntropism.infra.outbox import mark_events_staged, outbox_row, record_rows
+from syntropism.infra.tables import Bid, Execution, utcnow
+from syntropism.infra.telemetry import trace_headers, tracer
+
+log = logging.getLogger(__name__)
+BUNDLE_COLUMNS = [Bid.cpu_ppm, Bid.memory_ppm, Bid.tokens_ppm, Bid.attention_ppm]
+LIVE_EXECUTIONS = ("allocated", "running")
+
+
+@dataclass(frozen=True)
+class CycleReport:
+    cycle: int
+    bids_considered: int
+    winners: list[str]
+    carried: int
+    outbid: int
+    burned: Decimal
+    prices: dict[Resource, Decimal]
+    utilization: dict[Resource, Decimal]
+    seconds: float
+
+
+class AllocationScheduler:
+    def __init__(
+        self, database: Database, settings: Settings, market: MarketManager | None = None, *, mechanism: Mechanism
+    ) -> None:
+        self.database = database
+        self.settings = settings
+        self.market = market or MarketManager(database, settings)
+        self.mechanism = mechanism
+
+    def capacity_in_use(self, session: Session) -> dict[Resource, Decimal]:
+        """Σ of the fractions of every execution that is allocated and not yet terminated."""
+        columns = [Execution.cpu_ppm, Execution.memory_ppm, Execution.tokens_ppm, Execution.attention_ppm]
+        sums = session.execute(
+            select(*[func.coalesce(func.sum(c), 0) for c in columns]).where(Execution.status.in_(LIVE_EXECUTIONS))
+        ).one()
+        return {r: Decimal(int(total)) / PPM for r, total in zip(RESOURCES, sums, strict=True)}
+
+    def _pending_book(self, session: Session) -> tuple[BidBook, list[Any]]:
+        statement = select(
+            Bid.id, Bid.agent_id, Bid.on_behalf_of, Bid.amount_micros, Bid.duration_ms, Bid.seq, *BUNDLE_COLUMNS
+        ).where(Bid.status == "pending")
+        if session.get_bind().dialect.name != "sqlite":
+            statement = statement.with_for_update()  # a concurrent cancel waits for the cycle
+        rows = session.execute(statement).all()
+        book = BidBook(
+            ids=np.array([row.id for row in rows], dtype=np.str_),
+            amounts=np.array([row.amount_micros for row in rows], dtype=np.int64),
+            demand=np.array([row[6:10] for row in rows], dtype=np.int64).reshape(len(rows), len(RESOURCES)),
+            duration_ms=np.array([row.duration_ms for row in rows], dtype=np.int64),
+            placed=np.array([row.seq for row in rows], dtype=np.int64),
+        )
+        return book, rows
+
+    def run_allocation_cycle(self) -> CycleReport:
+        began = time.perf_counter()
+        with tracer.start_as_current_span("scheduler.cycle"), self.database.transaction() as session:
+            last_cycle, prices = self.market.current_prices(session)
+            cycle = last_cycle + 1
+            in_use = self.capacity_in_use(session)
+            book, rows = self._pending_book(session)
+            result = clear_market(
+                book,
+                in_use,
+                prices,
+                self.mechanism,
+                decay=self.settings.price_decay,
+                floor=self.settings.price_floor,
+            )
+            headers = trace_headers()
+            # Stream order: allocations, then the ledger's burns and unlocks, then losers, prices, completion.
+            allocated: list[Event] = []
+            operations: list[Operation] = []
+            self._allocate(session, cycle, book, rows, result, allocated, operations)
+            record_rows(session, [outbox_row(event, headers) for event in allocated])
+            settled: list[Event] = []
+            carried, outbid = self._settle_losers(session, cycle, book, rows, result, settled, operations)
+            self._apply_ledger(session, operations)
+            record_rows(session, [outbox_row(event, headers) for event in settled])
+            crash_point("scheduler.mid_cycle")
+            self.market.record_prices(session, cycle, result)
+            completed = CycleCompleted(
+                data=CycleCompletedData(
+                    cycle=cycle,
+                    bids_considered=len(book),
+                    winners=len(result.winners),
+                    losers=len(book) - len(result.winners),
+                    burned=result.burned,
+                    utilization=result.utilization,
+                    prices=result.prices,
+                    duration_ms=(time.perf_counter() - began) * 1000,
+                )
+            )
+            record_rows(session, [outbox_row(completed, headers)])
+        report = CycleReport(
+            cycle=cycle,
+            bids_considered=len(book),
+            winners=[w.bid_id for w in result.winners],
+            carried=carried,
+            outbid=outbid,
+            burned=result.burned,
+            prices=result.prices,
+            utilization=result.utilization,
+            seconds=time.perf_counter() - began,
+        )
+        log.info(
+            "cycle %d: %d bids, %d won, %d carried, %d outbid, %s burned (%.1f ms)",
+            cycle,
+            len(book),
+            len(report.winners),
+            carried,
+            outbid,
+            report.burned,
+            report.seconds * 1000,
+        )
+        return report
+
+    def _allocate(
+        self,
+        session: Session,
+        cycle: int,
+        book: BidBook,
+        rows: Sequence[Any],
+        result: ClearingResult,
+        events: list[Event],
+        operations: list[Operation],
+    ) -> None:
+        now = utcnow()
+        for winner in result.winners:
+            row = rows[winner.index]
+            execution_id = time_ordered_id()
+            runner = row.on_behalf_of or row.agent_id
+            bundle_values = {f"{r.value}_ppm": int(book.demand[winner.index, i]) for i, r in enumerate(RESOURCES)}
+            session.add(
+                Execution(
+                    id=execution_id,
+                    agent_id=runner,
+                    bid_id=row.id,
+                    cycle=cycle,
+                    allocated_at=now,
+                    duration_ms=int(book.duration_ms[winner.index]),
+                    **bundle_values,
+                )
+            )
+            session.execute(
+                update(Bid)
+                .where(Bid.id == row.id)
+                .values(status="won", resolved_at=now, paid_micros=economy.parse_amount(winner.payment))
+            )
+            operations.append(
+                economy.burn(
+                    row.agent_id,
+                    winner.payment,
+                    idempotency_key=f"burn:{row.id}",
+                    bid_id=row.id,
+                    execution_id=execution_id,
+                )
+            )
+            if winner.payment < winner.amount:
+                operations.append(
+                    economy.unlock(
+                        row.agent_id,
+                        winner.amount - winner.payment,
+                        idempotency_key=f"refund:{row.id}",
+                        reason=UnlockReason.REFUND,
+                        bid_id=row.id,
+                    )
+                )
+            bundle = ResourceBundle(
+                **{
+                    f"{r.value}_percent": Decimal(v) / PPM
+                    for r, v in zip(RESOURCES, bundle_values.values(), strict=True)
+                },
+                duration_seconds=Decimal(int(book.duration_ms[winner.index])) / 1000,
+            )
+            events.append(
+                ResourcesAllocated(
+                    agent_id=runner,
+                    data=ResourcesAllocatedData(
+                        cycle=cycle, bid_id=row.id, execution_id=execution_id, bundle=bundle, amount=winner.payment
+                    ),
+                )
+            )
+            events.append(
+                BidProcessed(
+                    agent_id=row.agent_id,
+                    data=BidProcessedData(
+                        bid_id=row.id,
+                        cycle=cycle,
+                        outcome=BidOutcome.WON,
+                        amount=winner.amount,
+                        execution_id=execution_id,
+                    ),
+                )
+            )
+
+    def _settle_losers(
+        self,
+        session: Session,
+        cycle: int,
+        book: BidBook,
+        rows: Sequence[Any],
+        result: ClearingResult,
+        events: list[Event],
+        operations: list[Operation],
+    ) -> tuple[int, int]:
+        """Every loser spends one cycle of its lifetime; those with none left are outbid and unlocked."""
+        reasons = dict(result.loser_reasons(book))
+        losers = [rows[int(i)] for i in result.loser_rows]
+        if not losers:
+            return 0, 0
+        winner_ids = [w.bid_id for w in result.winners]
+        decrement = update(Bid).where(Bid.status == "pending").values(cycles_remaining=Bid.cycles_remaining - 1)
+        if winner_ids:
+            decrement = decrement.where(Bid.id.not_in(winner_ids))
+        session.execute(decrement)
+        expired = set(session.scalars(select(Bid.id).where(Bid.status == "pending", Bid.cycles_remaining <= 0)).all())
+        if expired:
+            session.execute(update(Bid).where(Bid.id.in_(expired)).values(status="outbid", resolved_at=utcnow()))
+        for row in losers:
+            amount = from_micros(row.amount_micros)
+            outcome = BidOutcome.OUTBID if row.id in expired else BidOutcome.CARRIED
+            if outcome is BidOutcome.OUTBID:
+                operations.append(
+                    economy.unlock(
+                        row.agent_id,
+                        amount,
+                        idempotency_key=f"unlock:{row.id}",
+                        reason=UnlockReason.OUTBID,
+                        bid_id=row.id,
+                    )
+                )
+            events.append(
+                BidProcessed(
+                    agent_id=row.agent_id,
+                    data=BidProcessedData(
+                        bid_id=row.id, cycle=cycle, outcome=outcome, amount=amount, reason=reasons[row.id][:500]
+                    ),
+                )
+            )
+        return len(losers) - len(expired), len(expired)
+
+    @staticmethod
+    def _apply_ledger(session: Session, operations: list[Operation]) -> None:
+        """Burns, refunds and unlocks, in one ledger batch inside the cycle's transaction."""
+        if not operations:
+            return
+        headers = trace_headers()
+        results = apply_batch(session.connection(), [(operation, headers) for operation in operations])
+        refused = [(op, r) for op, r in zip(operations, results, strict=True) if isinstance(r, LedgerError)]
+        if refused:
+            operation, error = refused[0]
+            raise LedgerError(
+                error.code, f"cycle aborted: {operation.kind.value} for bid {operation.reference} refused: {error}"
+            )
+        mark_events_staged(session)
