@@ -1,7 +1,10 @@
-"""clear_market time for 10^3 to 10^6 pending bids (first-price greedy, all-or-nothing, price discovery).
+"""Clearing speed: ``clear_market`` for 10^3 to 10^6 pending bids, and a full ``run_allocation_cycle``
+(SQLite at synchronous=FULL: read the bids, clear, burn, record executions, age or unlock the losers, store
+prices, stage every event) for 10^3 and 10^4 pending bids.
 
-Baseline: the same greedy pass written plainly — one Python object per bid, sorted, a loop that checks and
-subtracts Decimal fractions bid by bid — measured up to 10^5 bids (10^6 would take minutes).
+Baselines: for ``clear_market``, the same greedy pass written plainly — one Python object per bid, sorted, a
+loop that checks and subtracts Decimal fractions — up to 10^5 bids (10^6 would take minutes); for the cycle,
+a straightforward ORM version that loads each bid as an object and updates and records it one by one.
 Bids are random but seeded: each asks for 1–30 % of about half the resources, 1–60 s, 1–100 credits.
 
 Run: ``python bench/bench_clearing.py`` (after ``make test`` has set up ``.venv``).
@@ -13,6 +16,7 @@ import argparse
 import json
 import statistics
 import sys
+import tempfile
 import time
 from decimal import Decimal
 from pathlib import Path
@@ -21,11 +25,23 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from syntropism.core.scheduler import PPM, RESOURCES, BidBook, clear_market
-from syntropism.domain.models import Resource
+from syntropism.config import Settings
+from syntropism.core.allocation import AllocationScheduler
+from syntropism.core.market import MarketManager
+from syntropism.core.scheduler import FIRST_PRICE, PPM, RESOURCES, BidBook, clear_market
+from syntropism.domain import economy
+from syntropism.domain.events import BidOutcome, BidProcessed, BidProcessedData
+from syntropism.domain.models import Resource, from_micros
+from syntropism.infra.agents import register_agent
+from syntropism.infra.database import Database
+from syntropism.infra.ledger import Ledger, apply_batch
+from syntropism.infra.outbox import record_event
+from syntropism.infra.tables import Bid
 
 PREVIOUS = dict.fromkeys(Resource, Decimal(1))
 TARGETS = {10**5: 0.1, 10**6: 1.0}
+CYCLE_TARGETS = {10**4: 0.5}
+AGENTS = 100
 BASELINE_MAX = 10**5
 
 
@@ -64,6 +80,92 @@ def plain_greedy(book: BidBook) -> list[str]:
     return winners
 
 
+def pending_market(folder: Path, n: int) -> tuple[Database, Settings]:
+    """A database with ``n`` pending bids (locked, with their bid_placed events), placed in bulk."""
+    settings = Settings(state_dir=folder)
+    database = Database(settings.effective_database_url)
+    database.migrate()
+    with database.transaction() as session:
+        for i in range(AGENTS):
+            register_agent(session, f"agent-{i}")
+    ledger = Ledger(database)
+    for i in range(AGENTS):
+        ledger.execute(economy.grant(f"agent-{i}", 10**7, idempotency_key=f"seed-{i}"))
+    book = random_book(n)
+    with database.transaction() as session:
+        MarketManager(database, settings).current_prices(session)
+        for i in range(n):
+            columns = {f"{r.value}_ppm": int(book.demand[i, k]) for k, r in enumerate(RESOURCES)}
+            session.add(
+                Bid(
+                    id=str(book.ids[i]),
+                    agent_id=f"agent-{i % AGENTS}",
+                    amount_micros=int(book.amounts[i]),
+                    lifetime_cycles=3,
+                    cycles_remaining=3,
+                    duration_ms=int(book.duration_ms[i]),
+                    **columns,
+                )
+            )
+        session.flush()
+        locks = [
+            (economy.lock(f"agent-{i % AGENTS}", from_micros(int(book.amounts[i])), idempotency_key=f"lock:{i}"), {})
+            for i in range(n)
+        ]
+        apply_batch(session.connection(), locks)
+    database.dispose()
+    return Database(settings.effective_database_url), settings
+
+
+def orm_cycle(database: Database) -> None:
+    """The straightforward version: bids as ORM objects, one update and one event at a time."""
+    with database.transaction() as session:
+        bids = session.query(Bid).filter(Bid.status == "pending").all()
+        bids.sort(key=lambda b: (-b.amount_micros, b.seq))
+        free = dict.fromkeys(("cpu", "memory", "tokens", "attention"), PPM)
+        for bid in bids:
+            needs = {
+                "cpu": bid.cpu_ppm,
+                "memory": bid.memory_ppm,
+                "tokens": bid.tokens_ppm,
+                "attention": bid.attention_ppm,
+            }
+            won = all(needs[r] <= free[r] for r in free)
+            if won:
+                free = {r: free[r] - needs[r] for r in free}
+                bid.status = "won"
+            else:
+                bid.cycles_remaining -= 1
+            record_event(
+                session,
+                BidProcessed(
+                    agent_id=bid.agent_id,
+                    data=BidProcessedData(
+                        bid_id=bid.id,
+                        cycle=1,
+                        outcome=BidOutcome.WON if won else BidOutcome.CARRIED,
+                        amount=from_micros(bid.amount_micros),
+                    ),
+                ),
+            )
+            session.flush()
+
+
+def cycle_figures(n: int) -> tuple[float, float]:
+    with tempfile.TemporaryDirectory(prefix="bench-cycle-") as tmp:
+        database, settings = pending_market(Path(tmp) / "ours", n)
+        scheduler = AllocationScheduler(database, settings, mechanism=FIRST_PRICE)
+        report = scheduler.run_allocation_cycle()
+        assert report.bids_considered == n and Ledger(database).verify().ok
+        database.dispose()
+        baseline_db, _ = pending_market(Path(tmp) / "orm", n)
+        began = time.perf_counter()
+        orm_cycle(baseline_db)
+        baseline = time.perf_counter() - began
+        baseline_db.dispose()
+    return report.seconds, baseline
+
+
 def timed(function, repeat: int) -> float:  # type: ignore[no-untyped-def]
     samples = []
     for _ in range(repeat):
@@ -95,6 +197,19 @@ def main() -> None:
                 "unit": "s",
                 "baseline": round(baseline, 5) if baseline is not None else None,
                 "target": TARGETS.get(n),
+            }
+        )
+    for n in (10**3, 10**4):
+        seconds, baseline = cycle_figures(n)
+        print(f"  run_allocation_cycle {n:>6,} pending bids: {seconds:.3f} s  (plain ORM cycle {baseline:.3f} s)")
+        results.append(
+            {
+                "bench": "clearing",
+                "metric": f"cycle {n} bids",
+                "value": round(seconds, 4),
+                "unit": "s",
+                "baseline": round(baseline, 4),
+                "target": CYCLE_TARGETS.get(n),
             }
         )
     print(json.dumps(results))

@@ -9,6 +9,7 @@ and every step's event is staged. A crash anywhere in the cycle leaves the previ
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 from collections.abc import Sequence
@@ -86,12 +87,13 @@ class AllocationScheduler:
         if session.get_bind().dialect.name != "sqlite":
             statement = statement.with_for_update()  # a concurrent cancel waits for the cycle
         rows = session.execute(statement).all()
+        columns = list(zip(*rows, strict=True)) or [()] * 10  # column-wise, without touching each Row
         book = BidBook(
-            ids=np.array([row.id for row in rows], dtype=np.str_),
-            amounts=np.array([row.amount_micros for row in rows], dtype=np.int64),
-            demand=np.array([row[6:10] for row in rows], dtype=np.int64).reshape(len(rows), len(RESOURCES)),
-            duration_ms=np.array([row.duration_ms for row in rows], dtype=np.int64),
-            placed=np.array([row.seq for row in rows], dtype=np.int64),
+            ids=np.array(columns[0], dtype=np.str_),
+            amounts=np.array(columns[3], dtype=np.int64),
+            demand=np.array(columns[6:10], dtype=np.int64).T.reshape(len(rows), len(RESOURCES)),
+            duration_ms=np.array(columns[4], dtype=np.int64),
+            placed=np.array(columns[5], dtype=np.int64),
         )
         return book, rows
 
@@ -110,7 +112,7 @@ class AllocationScheduler:
                 decay=self.settings.price_decay,
                 floor=self.settings.price_floor,
             )
-            headers = trace_headers()
+            headers = json.dumps(trace_headers())
             # Stream order: allocations, then the ledger's burns and unlocks, then losers, prices, completion.
             allocated: list[Event] = []
             operations: list[Operation] = []
@@ -260,8 +262,11 @@ class AllocationScheduler:
         expired = set(session.scalars(select(Bid.id).where(Bid.status == "pending", Bid.cycles_remaining <= 0)).all())
         if expired:
             session.execute(update(Bid).where(Bid.id.in_(expired)).values(status="outbid", resolved_at=utcnow()))
+        amounts: dict[int, Decimal] = {}  # many bids share an amount: convert each once
         for row in losers:
-            amount = from_micros(row.amount_micros)
+            amount = amounts.get(row.amount_micros) or amounts.setdefault(
+                row.amount_micros, from_micros(row.amount_micros)
+            )
             outcome = BidOutcome.OUTBID if row.id in expired else BidOutcome.CARRIED
             if outcome is BidOutcome.OUTBID:
                 operations.append(

@@ -27,6 +27,7 @@ arithmetic is exact (fractions): Σ price × capacity-seconds won = Σ payments,
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal
@@ -121,13 +122,22 @@ class ClearingResult:
         return sum((w.payment for w in self.winners), Decimal(0))
 
     def loser_reasons(self, book: BidBook) -> Iterable[tuple[str, str]]:
-        """(bid id, why it was not allocated), for each loser."""
-        for row, resource, available in zip(
-            self.loser_rows, self.loser_blocked_by, self.loser_available_ppm, strict=True
+        """(bid id, why it was not allocated), for each loser, in the order they were considered."""
+        asked = book.demand[self.loser_rows, self.loser_blocked_by.astype(np.intp)].tolist()
+        for bid_id, resource, asks, available in zip(
+            book.ids[self.loser_rows].tolist(),
+            self.loser_blocked_by.tolist(),
+            asked,
+            self.loser_available_ppm.tolist(),
+            strict=True,
         ):
             name = RESOURCES[resource].value
-            asks = Decimal(int(book.demand[row, resource])) / PPM
-            yield str(book.ids[row]), f"does not fit: {name} {asks} asked, {Decimal(int(available)) / PPM} available"
+            yield bid_id, f"does not fit: {name} {_fraction_text(asks)} asked, {_fraction_text(available)} available"
+
+
+@functools.lru_cache(maxsize=4096)
+def _fraction_text(ppm: int) -> str:
+    return str(Decimal(ppm) / PPM)
 
 
 def _to_ppm(values: Mapping[Resource, Decimal]) -> NDArray[np.int64]:

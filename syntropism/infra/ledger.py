@@ -20,9 +20,9 @@ from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
 from types import SimpleNamespace
-from typing import Any, ClassVar, Generic, TypeVar
+from typing import Any, Generic, TypeVar
 
-from sqlalchemy import Column, Connection, Dialect, Row, Table, func, insert, or_, select
+from sqlalchemy import Connection, Row, func, insert, or_, select
 from sqlalchemy.exc import DBAPIError, IntegrityError
 from sqlalchemy.orm import Session
 
@@ -43,14 +43,14 @@ from syntropism.domain.economy import (
 from syntropism.domain.models import from_micros, time_ordered_id
 from syntropism.infra.database import Database
 from syntropism.infra.faults import crash_point
-from syntropism.infra.outbox import OUTBOX, mark_events_staged, outbox_row
-from syntropism.infra.tables import Account, Agent, Transfer, utcnow
+from syntropism.infra.hot_sql import TRANSFERS, HotSql
+from syntropism.infra.outbox import mark_events_staged, outbox_row
+from syntropism.infra.tables import Account, Agent, utcnow
 from syntropism.infra.telemetry import trace_headers
 
 log = logging.getLogger(__name__)
 
 ACCOUNTS = Account.__table__
-TRANSFERS = Transfer.__table__
 MAX_BATCH = 1000
 RETRIES = 5
 
@@ -125,88 +125,6 @@ def open_accounts(session: Session, agent_id: str) -> None:
     )
 
 
-class _HotSql:
-    """The ledger's hot path as plain SQL on the DBAPI cursor, one instance per dialect.
-
-    SQLAlchemy's statement compilation costs more per operation than SQLite's fsync'd commit; the group-commit
-    targets (DESIGN: thousands of transfers/s) need the few statements below to run as prepared text. Only
-    portable SQL is used: ``?`` placeholders, rewritten to ``%s`` for drivers that use that style.
-    """
-
-    _cache: ClassVar[dict[str, _HotSql]] = {}
-
-    def __init__(self, dialect: Dialect) -> None:
-        self.dialect_name = dialect.name
-        self._format = dialect.paramstyle in ("format", "pyformat")
-        self._created_at = _bind(TRANSFERS.c.created_at, dialect)
-        self._outbox_created_at = _bind(OUTBOX.c.created_at, dialect)
-        self.insert_transfers = self._sql(_insert_sql(TRANSFERS, TRANSFER_COLUMNS))
-        self.insert_outbox = self._sql(_insert_sql(OUTBOX, OUTBOX_COLUMNS))
-        self.update_account = self._sql("UPDATE accounts SET debits_micros = ?, credits_micros = ? WHERE id = ?")
-
-    @classmethod
-    def for_dialect(cls, dialect: Dialect) -> _HotSql:
-        if dialect.name not in cls._cache:
-            cls._cache[dialect.name] = cls(dialect)
-        return cls._cache[dialect.name]
-
-    def _sql(self, text: str) -> str:
-        return text.replace("?", "%s") if self._format else text
-
-    def _in(self, count: int) -> str:
-        return ", ".join(["%s" if self._format else "?"] * count)
-
-    def select_keys(self, count: int) -> str:
-        return f"SELECT idempotency_key FROM transfers WHERE idempotency_key IN ({self._in(count)})"
-
-    def select_accounts(self, count: int) -> str:
-        lock = "" if self.dialect_name == "sqlite" else " ORDER BY id FOR UPDATE"  # one lock order: no deadlocks
-        return (
-            "SELECT id, debits_micros, credits_micros, debits_must_not_exceed_credits FROM accounts "
-            f"WHERE id IN ({self._in(count)}){lock}"
-        )
-
-    def transfer_values(self, row: dict[str, Any]) -> tuple[Any, ...]:
-        return tuple(self._created_at(row[c]) if c == "created_at" else row[c] for c in TRANSFER_COLUMNS)
-
-    def outbox_values(self, row: dict[str, Any]) -> tuple[Any, ...]:
-        return tuple(self._outbox_created_at(row[c]) if c == "created_at" else row[c] for c in OUTBOX_COLUMNS)
-
-
-TRANSFER_COLUMNS = (
-    "id",
-    "idempotency_key",
-    "kind",
-    "debit_account_id",
-    "credit_account_id",
-    "amount_micros",
-    "debit_balance_after_micros",
-    "credit_balance_after_micros",
-    "reference",
-    "memo",
-    "created_at",
-)
-OUTBOX_COLUMNS = (
-    "event_id",
-    "event_type",
-    "subject",
-    "payload",
-    "headers",
-    "agent_id",
-    "correlation_id",
-    "created_at",
-)
-
-
-def _insert_sql(table: Table, columns: Sequence[str]) -> str:
-    return f"INSERT INTO {table.name} ({', '.join(columns)}) VALUES ({', '.join('?' * len(columns))})"
-
-
-def _bind(column: Column[Any], dialect: Dialect) -> Callable[[Any], Any]:
-    processor = column.type.bind_processor(dialect)
-    return processor or (lambda value: value)
-
-
 def _replay_rows(connection: Connection, keys: list[str]) -> dict[str, Row]:  # type: ignore[type-arg]
     rows = connection.execute(select(TRANSFERS).where(TRANSFERS.c.idempotency_key.in_(keys)))
     return {row.idempotency_key: row for row in rows}
@@ -227,7 +145,7 @@ def apply_batch(connection: Connection, requests: Sequence[Request]) -> list[Rec
 
     The caller commits, and marks its transaction as having staged events when any receipt is fresh.
     """
-    sql = _HotSql.for_dialect(connection.dialect)
+    sql = HotSql.of(connection)
     cursor = connection.connection.driver_connection.cursor()  # type: ignore[union-attr]
     try:
         keys = list({operation.idempotency_key for operation, _ in requests})
@@ -238,6 +156,7 @@ def apply_batch(connection: Connection, requests: Sequence[Request]) -> list[Rec
         cursor.execute(sql.select_accounts(len(account_ids)), account_ids)
         accounts = {row[0]: AccountState(row[0], row[1], row[2], bool(row[3])) for row in cursor.fetchall()}
         now = utcnow()
+        stamp = sql.timestamp(now)
         results: list[Receipt | LedgerError] = []
         transfer_rows: list[tuple[Any, ...]] = []
         event_rows: list[tuple[Any, ...]] = []
@@ -267,8 +186,8 @@ def apply_batch(connection: Connection, requests: Sequence[Request]) -> list[Rec
             }
             written = SimpleNamespace(**row)
             existing[operation.idempotency_key] = written  # a repeat later in this batch replays this one
-            transfer_rows.append(sql.transfer_values(row))
-            event_rows.append(sql.outbox_values(outbox_row(event_for(posting, transfer_id), headers)))
+            transfer_rows.append(sql.transfer_values(row, stamp))
+            event_rows.append(sql.outbox_values(outbox_row(event_for(posting, transfer_id), headers), stamp))
             touched.update((operation.debit_account, operation.credit_account))
             results.append(Receipt.from_row(written, replayed=False))
         if transfer_rows:

@@ -20,6 +20,7 @@ from sqlalchemy.orm import Session
 from syntropism.domain.events import Event
 from syntropism.infra.database import EVENTS_STAGED, Database
 from syntropism.infra.faults import crash_point
+from syntropism.infra.hot_sql import HotSql
 from syntropism.infra.nats_bus import EventBus, OutgoingMessage
 from syntropism.infra.tables import OutboxEvent, utcnow
 from syntropism.infra.telemetry import trace_headers, tracer
@@ -27,20 +28,17 @@ from syntropism.infra.telemetry import trace_headers, tracer
 log = logging.getLogger(__name__)
 
 
-OUTBOX = OutboxEvent.__table__
-
-
-def outbox_row(event: Event, headers: dict[str, str] | None = None) -> dict[str, object]:
-    """The outbox row for ``event``; ``headers`` default to the current trace context."""
+def outbox_row(event: Event, headers: dict[str, str] | str | None = None) -> dict[str, object]:
+    """The outbox row for ``event`` (its created_at is stamped when written); ``headers`` (a dict, or already
+    JSON) default to the current trace context."""
     return {
         "event_id": str(event.event_id),
         "event_type": event.type,
         "subject": event.subject,
         "payload": event.model_dump_json(),
-        "headers": json.dumps(trace_headers() if headers is None else headers),
+        "headers": headers if isinstance(headers, str) else json.dumps(trace_headers() if headers is None else headers),
         "agent_id": event.agent_id,
         "correlation_id": event.correlation_id,
-        "created_at": event.timestamp,
     }
 
 
@@ -52,7 +50,8 @@ def record_event(session: Session, event: Event) -> None:
 def record_rows(session: Session, rows: list[dict[str, object]]) -> None:
     """Stage many outbox rows (from :func:`outbox_row`) in the caller's transaction, in one statement."""
     if rows:
-        session.connection().execute(OUTBOX.insert(), rows)
+        connection = session.connection()
+        HotSql.of(connection).insert_outbox_rows(connection, rows)
         mark_events_staged(session)
 
 
