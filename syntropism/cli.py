@@ -21,6 +21,7 @@ from rich.logging import RichHandler
 from rich.table import Table
 
 from syntropism.config import ENV_PREFIX, ConfigError, Settings, load_settings, parse_overrides
+from syntropism.core.allocation import CycleReport
 from syntropism.core.runtime import Runtime, open_bus
 from syntropism.domain import economy
 from syntropism.domain.economy import LedgerError
@@ -105,25 +106,43 @@ def _run_async(coroutine_factory: Callable[[], Coroutine[Any, Any, T]]) -> T:
 def run(
     ctx: typer.Context,
     seconds: float | None = typer.Option(None, "--seconds", min=0, help="Stop after this many seconds."),
+    cycles: int | None = typer.Option(None, "--cycles", min=1, help="Stop after this many market cycles."),
+    interval: float | None = typer.Option(None, "--interval", min=0.01, help="Seconds between market cycles."),
     database_url: str | None = typer.Option(None, "--database-url", help="SQLAlchemy URL (default: SQLite)."),
     nats_url: str | None = typer.Option(None, "--nats-url", help="External NATS; default: embedded server."),
 ) -> None:
-    """Start the economy: database, NATS JetStream, outbox relay. Ctrl-C stops it cleanly."""
-    settings = _run_user_facing(lambda: _settings(ctx, database_url=database_url, nats_url=nats_url))
+    """Start the economy: database, NATS JetStream, outbox relay, market clearing. Ctrl-C stops it cleanly."""
+    settings = _run_user_facing(
+        lambda: _settings(ctx, database_url=database_url, nats_url=nats_url, clearing_interval_seconds=interval)
+    )
 
     async def _run() -> None:
         async with Runtime(settings) as runtime:
             runtime.install_signal_handlers()
+            runtime.start_clearing(cycles=cycles, on_cycle=_print_cycle)
+            limits = [f"{seconds:g}s" if seconds is not None else "", f"{cycles} cycles" if cycles else ""]
+            until = " or ".join(limit for limit in limits if limit)
             console.print(
-                f"[bold green]Syntropism running[/] — state in {settings.state_dir.resolve()}; "
-                + ("Ctrl-C to stop." if seconds is None else f"stopping after {seconds:g}s (or Ctrl-C).")
+                f"[bold green]Syntropism running[/] — state in {settings.state_dir.resolve()}; market clears every "
+                f"{settings.clearing_interval_seconds:g}s; "
+                + (f"stopping after {until} (or Ctrl-C)." if until else "Ctrl-C to stop.")
             )
             await runtime.wait(seconds)
             console.print("Stopping: draining the outbox …")
         assert runtime.relay is not None
-        console.print(f"[bold]Stopped cleanly.[/] Events relayed this run: {runtime.relay.stats.published}.")
+        relayed = runtime.relay.stats.published
+        console.print(f"[bold]Stopped cleanly.[/] Cycles this run: {runtime.cycles_done}; events relayed: {relayed}.")
 
     _run_async(_run)
+
+
+def _print_cycle(report: CycleReport) -> None:
+    prices = "  ".join(f"{r.value} {p:.4f}" for r, p in report.prices.items())
+    console.print(
+        f"[cyan]cycle {report.cycle}[/]: {report.bids_considered} bids, {len(report.winners)} won, "
+        f"{report.carried} carried, {report.outbid} outbid, {report.burned} burned │ {prices}",
+        highlight=False,
+    )
 
 
 @app.command()

@@ -71,6 +71,9 @@ class Settings(BaseSettings):
 
     # Market.
     clearing_interval_seconds: float = Field(10.0, gt=0, description="Seconds between market clearings.")
+    market_mechanism: Literal["first_price", "critical_value"] = Field(
+        "first_price", description="What winners pay: their bid, or their critical value (truthful)."
+    )
     max_duration_seconds: float = Field(3600.0, gt=0, description="Longest bundle a bid may ask for.")
     default_bid_lifetime_cycles: PositiveInt = Field(3, description="Clearing cycles a losing bid stays pending.")
     initial_price: Decimal = Field(Decimal(1), gt=0, description="Starting price per 100 %-capacity-second.")

@@ -148,7 +148,7 @@ class AllocationScheduler:
             utilization=result.utilization,
             seconds=time.perf_counter() - began,
         )
-        log.info(
+        log.debug(
             "cycle %d: %d bids, %d won, %d carried, %d outbid, %s burned (%.1f ms)",
             cycle,
             len(book),

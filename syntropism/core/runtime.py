@@ -13,10 +13,12 @@ import contextlib
 import logging
 import os
 import signal
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime
 
 from syntropism.config import Settings
+from syntropism.core.allocation import AllocationScheduler, CycleReport
+from syntropism.core.market import MarketManager
 from syntropism.infra.database import Database
 from syntropism.infra.embedded_nats import EmbeddedNatsServer
 from syntropism.infra.nats_bus import EventBus
@@ -37,6 +39,9 @@ class Runtime:
         self.nats_server: EmbeddedNatsServer | None = None
         self.bus: EventBus | None = None
         self.relay: OutboxRelay | None = None
+        self.market = MarketManager(self.database, settings)
+        self.scheduler = AllocationScheduler(self.database, settings, self.market, mechanism=settings.market_mechanism)
+        self.cycles_done = 0
         self.stopping = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
 
@@ -78,6 +83,34 @@ class Runtime:
 
     def request_stop(self) -> None:
         self.stopping.set()
+
+    def start_clearing(
+        self, *, cycles: int | None = None, on_cycle: Callable[[CycleReport], None] | None = None
+    ) -> None:
+        """Clear the market every ``clearing_interval_seconds``; after ``cycles`` cycles, stop the runtime."""
+        self._tasks.append(asyncio.create_task(self._clearing_loop(cycles, on_cycle), name="clearing-loop"))
+
+    async def _clearing_loop(self, cycles: int | None, on_cycle: Callable[[CycleReport], None] | None) -> None:
+        interval = self.settings.clearing_interval_seconds
+        while not self.stopping.is_set():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.stopping.wait(), timeout=interval)
+            if self.stopping.is_set():
+                return
+            # One cycle at a time: the next waits for this one, however long it takes.
+            try:
+                report = await asyncio.to_thread(self.scheduler.run_allocation_cycle)
+            except Exception:
+                log.exception(
+                    "market cycle %d failed and was rolled back; retrying next interval", self.cycles_done + 1
+                )
+                continue
+            self.cycles_done += 1
+            if on_cycle is not None:
+                on_cycle(report)
+            if cycles is not None and self.cycles_done >= cycles:
+                log.info("%d cycles done: stopping", self.cycles_done)
+                self.request_stop()
 
     async def wait(self, seconds: float | None = None) -> None:
         """Run until a stop is requested (signal, caller) or ``seconds`` have passed."""
