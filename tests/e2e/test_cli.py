@@ -203,3 +203,15 @@ def test_ledger_verify_fails_and_names_the_offending_rows(state_dir: Path) -> No
     result = syntropism(state_dir, "ledger", "verify")
     assert result.returncode == 1
     assert "agent:mallory:available" in result.stderr and "≠ minted" in result.stderr
+
+
+def test_run_clears_the_market_for_n_cycles(state_dir: Path) -> None:
+    result = syntropism(state_dir, "run", "--cycles", "2", "--interval", "0.2")
+    assert result.returncode == 0, result.stderr
+    assert "cycle 1:" in result.stdout and "cycle 2:" in result.stdout and "Cycles this run: 2" in result.stdout
+    cycles = syntropism(state_dir, "events", "--json", "--type", "scheduler.cycle_completed")
+    assert [json.loads(line)["data"]["cycle"] for line in cycles.stdout.splitlines()] == [1, 2]
+    # Restarting resumes the cycle count from the stored market state.
+    assert syntropism(state_dir, "run", "--cycles", "1", "--interval", "0.1").returncode == 0
+    cycles = syntropism(state_dir, "events", "--json", "--type", "scheduler.cycle_completed")
+    assert [json.loads(line)["data"]["cycle"] for line in cycles.stdout.splitlines()] == [1, 2, 3]
