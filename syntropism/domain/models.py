@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import secrets
 import time
+from dataclasses import dataclass
 from decimal import Decimal
 from enum import StrEnum
 from typing import Annotated
@@ -49,6 +50,27 @@ class ResourceBundle(BaseModel):
 
     def fractions(self) -> dict[Resource, Decimal]:
         return {resource: self.fraction(resource) for resource in Resource}
+
+
+@dataclass(frozen=True)
+class HardEnvelope:
+    """What a won bundle entitles an execution to, in absolute units (DESIGN §1): the limits it is held to."""
+
+    memory_bytes: int  # memory_percent × memory capacity
+    cpu_cores: Decimal  # cpu_percent × cores given to agents
+    token_quota: int  # tokens_percent × LLM_SPEND_LIMIT (tokens/s, the 100 % of tokens) × duration
+    attention_share: Decimal  # of the human's attention, supply 1.0
+    wall_seconds: Decimal
+
+    @classmethod
+    def of(cls, bundle: ResourceBundle, *, cpu_cores: Decimal, memory_bytes: int, llm_spend_limit: int) -> HardEnvelope:
+        return cls(
+            memory_bytes=int(bundle.memory_percent * memory_bytes),
+            cpu_cores=bundle.cpu_percent * cpu_cores,
+            token_quota=int(bundle.tokens_percent * llm_spend_limit * bundle.duration_seconds),
+            attention_share=bundle.attention_percent,
+            wall_seconds=bundle.duration_seconds,
+        )
 
 
 def time_ordered_id() -> str:

@@ -5,7 +5,7 @@ from decimal import Decimal
 import pytest
 from pydantic import ValidationError
 
-from syntropism.domain.models import Resource, ResourceBundle, from_micros, to_micros
+from syntropism.domain.models import HardEnvelope, Resource, ResourceBundle, from_micros, to_micros
 
 
 def test_micros_are_exact() -> None:
@@ -39,3 +39,18 @@ def test_bundle_fractions() -> None:
 def test_bundle_rejects_bad_input(fields: dict[str, object], why: str) -> None:
     with pytest.raises(ValidationError, match=why):
         ResourceBundle(**fields)  # type: ignore[arg-type]
+
+
+def test_a_bundle_converts_to_its_hard_envelope() -> None:
+    bundle = ResourceBundle(
+        cpu_percent=Decimal("0.25"),
+        memory_percent=Decimal("0.5"),
+        tokens_percent=Decimal("0.1"),
+        attention_percent=Decimal("0.2"),
+        duration_seconds=30,
+    )
+    envelope = HardEnvelope.of(bundle, cpu_cores=Decimal(8), memory_bytes=16 * 2**30, llm_spend_limit=1000)
+    assert envelope.memory_bytes == 8 * 2**30
+    assert envelope.cpu_cores == 2
+    assert envelope.token_quota == 3000  # 10 % of LLM_SPEND_LIMIT tokens/s for 30 s
+    assert (envelope.attention_share, envelope.wall_seconds) == (Decimal("0.2"), 30)
