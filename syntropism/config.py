@@ -61,6 +61,9 @@ class Settings(BaseSettings):
     stream_replicas: PositiveInt = Field(1, description="Stream replicas (clustered NATS only).")
     relay_batch_size: PositiveInt = Field(1000, description="Outbox rows published per relay round.")
     relay_poll_seconds: float = Field(0.05, gt=0, description="Outbox poll interval when nothing wakes the relay.")
+    outbox_retention_seconds: float = Field(
+        86_400, ge=0, description="Keep published outbox rows this long (the stream keeps the events)."
+    )
     publish_timeout_seconds: float = Field(5.0, gt=0, description="How long to wait for a JetStream ack.")
 
     # Capacity (100 % of each resource).

@@ -67,6 +67,7 @@ class Runtime:
             self.bus,
             batch_size=self.settings.relay_batch_size,
             poll_seconds=self.settings.relay_poll_seconds,
+            retention_seconds=self.settings.outbox_retention_seconds,
         )
         self.relay.wake_on_commit(asyncio.get_running_loop())
         self._tasks.append(asyncio.create_task(self.relay.run(self.stopping), name="outbox-relay"))

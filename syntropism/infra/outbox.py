@@ -12,9 +12,10 @@ import asyncio
 import json
 import logging
 from dataclasses import dataclass
+from datetime import timedelta
 
 from nats.js.api import PubAck
-from sqlalchemy import Connection, func, select, update
+from sqlalchemy import Connection, delete, func, select, update
 from sqlalchemy.orm import Session
 
 from syntropism.domain.events import Event
@@ -26,6 +27,7 @@ from syntropism.infra.tables import OutboxEvent, utcnow
 from syntropism.infra.telemetry import trace_headers, tracer
 
 log = logging.getLogger(__name__)
+PRUNE_EVERY_SECONDS = 60.0
 
 
 def outbox_row(event: Event, headers: dict[str, str] | str | None = None) -> dict[str, object]:
@@ -77,14 +79,22 @@ class OutboxRelay:
     """Moves committed outbox rows to JetStream; run one per runtime (several are safe, only wasteful)."""
 
     def __init__(
-        self, database: Database, bus: EventBus, *, batch_size: int = 1000, poll_seconds: float = 0.05
+        self,
+        database: Database,
+        bus: EventBus,
+        *,
+        batch_size: int = 1000,
+        poll_seconds: float = 0.05,
+        retention_seconds: float = 86_400,
     ) -> None:
         self.database = database
         self.bus = bus
         self.batch_size = batch_size
         self.poll_seconds = poll_seconds
+        self.retention_seconds = retention_seconds
         self.stats = RelayStats()
         self._wakeup = asyncio.Event()
+        self._next_prune = 0.0
 
     def wake(self) -> None:
         """Tell the relay new rows were committed, so it need not wait for its next poll."""
@@ -105,8 +115,26 @@ class OutboxRelay:
                 await self._sleep(stop, self.poll_seconds * 20)
                 continue
             if relayed < self.batch_size:
+                await self._prune_when_due()
                 await self._sleep(stop, self.poll_seconds)
         await self.drain()
+
+    async def _prune_when_due(self) -> None:
+        loop_time = asyncio.get_running_loop().time()
+        if loop_time >= self._next_prune:
+            self._next_prune = loop_time + PRUNE_EVERY_SECONDS
+            pruned = await asyncio.to_thread(self.prune)
+            if pruned:
+                log.info("pruned %d published outbox rows older than %ss", pruned, self.retention_seconds)
+
+    def prune(self) -> int:
+        """Delete rows JetStream acknowledged more than ``retention_seconds`` ago (the stream keeps the events)."""
+        cutoff = utcnow() - timedelta(seconds=self.retention_seconds)
+        with self.database.transaction() as session:
+            result = session.execute(
+                delete(OutboxEvent).where(OutboxEvent.published_at.is_not(None), OutboxEvent.published_at < cutoff)
+            )
+        return result.rowcount or 0
 
     async def _sleep(self, stop: asyncio.Event, seconds: float) -> None:
         waiters = [asyncio.ensure_future(self._wakeup.wait()), asyncio.ensure_future(stop.wait())]

@@ -7,6 +7,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
 import pytest
@@ -215,3 +216,26 @@ def test_run_clears_the_market_for_n_cycles(state_dir: Path) -> None:
     assert syntropism(state_dir, "run", "--cycles", "1", "--interval", "0.1").returncode == 0
     cycles = syntropism(state_dir, "events", "--json", "--type", "scheduler.cycle_completed")
     assert [json.loads(line)["data"]["cycle"] for line in cycles.stdout.splitlines()] == [1, 2, 3]
+
+
+def test_events_follow_prints_new_events_as_they_come(state_dir: Path) -> None:
+    runtime = start_runtime(state_dir)
+    follower = subprocess.Popen(
+        [*COMMAND, "--state-dir", str(state_dir), "events", "--follow", "--json", "--type", "agent"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=_env(),
+    )
+    try:
+        [event_id] = _commit_events(state_dir, 1)  # agent.dormant, relayed by the running runtime
+        lines: list[str] = []
+        reader = threading.Thread(target=lambda: lines.append(follower.stdout.readline()), daemon=True)  # type: ignore[union-attr]
+        reader.start()
+        reader.join(timeout=30)
+        assert lines and json.loads(lines[0])["event_id"] == event_id
+    finally:
+        follower.terminate()
+        follower.communicate(timeout=30)
+        runtime.send_signal(signal.SIGINT)
+        runtime.communicate(timeout=30)

@@ -183,3 +183,14 @@ async def test_batches_are_atomic_and_fall_back_when_some_events_are_stored(bus:
     assert [ack.seq for ack in already] == list(range(1, 11))  # type: ignore[union-attr]
     first_chunk = results[:1000]
     assert [ack.seq for ack in first_chunk] == list(range(11, 1011))  # type: ignore[union-attr]
+
+
+async def test_prune_removes_only_long_published_rows(database: Database, bus: EventBus) -> None:
+    commit_state_change(database, "a1")
+    relay = OutboxRelay(database, bus, retention_seconds=0)
+    await relay.drain()
+    commit_state_change(database, "a2")  # committed, not yet published: never pruned
+    assert relay.prune() == 1
+    [row] = outbox_rows(database)
+    assert row.published_at is None and row.agent_id == "a2"
+    assert OutboxRelay(database, bus, retention_seconds=3600).prune() == 0
