@@ -80,6 +80,18 @@ class PendingBid(NamedTuple):
     attention_ppm: int
 
 
+@dataclass
+class _Cycle:
+    """What one cycle works on, handed from stage to stage."""
+
+    session: Session
+    number: int
+    book: BidBook
+    rows: Sequence[PendingBid]
+    result: ClearingResult
+    operations: list[Operation]  # ledger work, applied together
+
+
 @dataclass(frozen=True)
 class CycleReport:
     cycle: int
@@ -146,14 +158,11 @@ class AllocationScheduler:
                 floor=self.settings.price_floor,
             )
             headers = json.dumps(trace_headers())
+            work = _Cycle(session, cycle, book, rows, result, operations=[])
             # Stream order: allocations, then the ledger's burns and unlocks, then losers, prices, completion.
-            allocated: list[Event] = []
-            operations: list[Operation] = []
-            self._allocate(session, cycle, book, rows, result, allocated, operations)
-            record_rows(session, [outbox_row(event, headers) for event in allocated])
-            settled: list[Event] = []
-            carried, outbid = self._settle_losers(session, cycle, book, rows, result, settled, operations)
-            self._apply_ledger(session, operations)
+            record_rows(session, [outbox_row(event, headers) for event in self._allocate(work)])
+            settled, carried, outbid = self._settle_losers(work)
+            self._apply_ledger(session, work.operations)
             record_rows(session, [outbox_row(event, headers) for event in settled])
             crash_point("scheduler.mid_cycle")
             self.market.record_prices(session, cycle, result)
@@ -193,16 +202,11 @@ class AllocationScheduler:
         )
         return report
 
-    def _allocate(
-        self,
-        session: Session,
-        cycle: int,
-        book: BidBook,
-        rows: Sequence[PendingBid],
-        result: ClearingResult,
-        events: list[Event],
-        operations: list[Operation],
-    ) -> None:
+    def _allocate(self, work: _Cycle) -> list[Event]:
+        """Winners: an Execution each, their bids won, their burns (and refunds) queued; returns the events."""
+        session, cycle, book, rows, result = work.session, work.number, work.book, work.rows, work.result
+        operations = work.operations
+        events: list[Event] = []
         now = utcnow()
         for winner in result.winners:
             row = rows[winner.index]
@@ -271,22 +275,18 @@ class AllocationScheduler:
                     ),
                 )
             )
+        return events
 
-    def _settle_losers(
-        self,
-        session: Session,
-        cycle: int,
-        book: BidBook,
-        rows: Sequence[PendingBid],
-        result: ClearingResult,
-        events: list[Event],
-        operations: list[Operation],
-    ) -> tuple[int, int]:
-        """Every loser spends one cycle of its lifetime; those with none left are outbid and unlocked."""
+    def _settle_losers(self, work: _Cycle) -> tuple[list[Event], int, int]:
+        """Every loser spends one cycle of its lifetime; those with none left are outbid and unlocked.
+        Returns the events, and how many were carried and outbid."""
+        session, cycle, book, rows, result = work.session, work.number, work.book, work.rows, work.result
+        operations = work.operations
+        events: list[Event] = []
         reasons = dict(result.loser_reasons(book))
         losers = [rows[int(i)] for i in result.loser_rows]
         if not losers:
-            return 0, 0
+            return events, 0, 0
         winner_ids = [w.bid_id for w in result.winners]
         decrement = update(Bid).where(Bid.status == "pending").values(cycles_remaining=Bid.cycles_remaining - 1)
         if winner_ids:
@@ -319,7 +319,7 @@ class AllocationScheduler:
                     ),
                 )
             )
-        return len(losers) - len(expired), len(expired)
+        return events, len(losers) - len(expired), len(expired)
 
     @staticmethod
     def _apply_ledger(session: Session, operations: list[Operation]) -> None:
