@@ -31,7 +31,7 @@ from nats.js.api import (
     StreamConfig,
 )
 from nats.js.api import Header as JsHeader
-from nats.js.errors import NotFoundError
+from nats.js.errors import APIError, NotFoundError
 
 from syntropism.config import Settings
 from syntropism.domain.events import SUBJECT_PREFIX, Event, parse_event
@@ -152,8 +152,16 @@ class EventBus:
         except NotFoundError:
             await self.js.add_stream(config)
             log.info("created JetStream stream %s on %s", config.name, ALL_EVENTS)
-        else:
+            return
+        try:
             await self.js.update_stream(config)
+        except APIError as exc:
+            if not self.atomic_batches:
+                raise
+            # An existing stream this server will not switch to atomic batches: publish message by message.
+            log.warning("stream %s refuses atomic batches (%s); publishing pipelined instead", config.name, exc)
+            self.atomic_batches = False
+            await self.js.update_stream(stream_config(self.settings, allow_atomic=False))
 
     async def publish(self, message: OutgoingMessage) -> PubAck:
         """Publish one event and wait for JetStream's acknowledgement."""
