@@ -22,7 +22,7 @@ from syntropism.infra.faults import CRASH_AT_ENV
 from syntropism.infra.nats_bus import EventBus, OutgoingMessage
 from syntropism.infra.outbox import OutboxRelay, record_event
 from syntropism.infra.tables import Agent, OutboxEvent
-from syntropism.infra.telemetry import setup_tracing, tracer
+from syntropism.infra.telemetry import context_from_headers, setup_tracing, tracer
 from tests.samples import sample_event
 
 
@@ -139,6 +139,9 @@ async def test_trace_context_travels_in_headers(settings: Settings, database: Da
     await OutboxRelay(database, bus).drain()
     [received] = [r async for r in bus.read()]
     assert received.headers["traceparent"].split("-")[1] == format(trace_id, "032x")
+    # A consumer continues the same trace from the message headers.
+    continued = trace.get_current_span(context_from_headers(received.headers)).get_span_context()
+    assert continued.trace_id == trace_id
     assert trace.get_current_span().get_span_context().is_valid is False
 
 
