@@ -33,7 +33,7 @@ from syntropism.domain.events import (
 from syntropism.domain.events import (
     BidRejected as BidRejectedEvent,
 )
-from syntropism.domain.market import BidRejected, MarketState, validate_bid
+from syntropism.domain.market import BidRejected, BidRequest, MarketState, validate_bid
 from syntropism.domain.models import Resource, ResourceBundle, from_micros, time_ordered_id
 from syntropism.infra.database import Database
 from syntropism.infra.ledger import apply
@@ -87,7 +87,7 @@ class MarketManager:
             with self.database.transaction() as session:
                 existing = session.scalars(select(Bid).where(Bid.idempotency_key == idempotency_key)).one_or_none()
                 if existing is not None:
-                    return self._replay(existing, agent_id, idempotency_key)
+                    return self._replay(existing, agent_id, idempotency_key, request)
                 self._check_agents(session, agent_id, on_behalf_of)
                 bid_id = time_ordered_id()
                 session.add(
@@ -128,9 +128,16 @@ class MarketManager:
             self._record_rejection(agent_id, rejection, bundle, amount, on_behalf_of)
             raise
 
-    def _replay(self, bid: Bid, agent_id: str, key: str) -> PlacedBid:
-        if bid.agent_id != agent_id:
-            raise BidRejected("idempotency_conflict", f"idempotency key {key!r} belongs to another agent's bid")
+    @staticmethod
+    def _replay(bid: Bid, agent_id: str, key: str, request: BidRequest) -> PlacedBid:
+        """The bid this key already placed; a different bid under the same key is refused, never merged."""
+        same = (bid.agent_id, bid.amount_micros, {c: getattr(bid, c) for c in bundle_columns(request.bundle)}) == (
+            agent_id,
+            request.amount_micros,
+            bundle_columns(request.bundle),
+        )
+        if not same:
+            raise BidRejected("idempotency_conflict", f"idempotency key {key!r} was used for a different bid")
         return PlacedBid(bid.id, bid.agent_id, from_micros(bid.amount_micros), bid.status, replayed=True)
 
     @staticmethod

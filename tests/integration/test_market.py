@@ -77,7 +77,10 @@ def test_placing_a_bid_locks_its_amount(market: Market) -> None:
     assert market.ledger.balance("a") == type(market.ledger.balance("a"))("a", D("69.5"), D("30.5"))
     again = market.manager.place_bid("a", A, "30.5", idempotency_key="k1")
     assert again.replayed and again.bid_id == placed.bid_id and market.ledger.balance("a").locked == D("30.5")
-    assert market.event_types()[-2:] == ["economy.credits_locked", "market.bid_placed"]
+    with pytest.raises(BidRejected, match="used for a different bid") as caught:
+        market.manager.place_bid("a", A, "31", idempotency_key="k1")
+    assert caught.value.reason == "idempotency_conflict" and market.ledger.balance("a").locked == D("30.5")
+    assert market.event_types()[-3:] == ["economy.credits_locked", "market.bid_placed", "market.bid_rejected"]
 
 
 @pytest.mark.parametrize(
