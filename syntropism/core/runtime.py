@@ -27,6 +27,7 @@ from syntropism.infra.state_dir import RuntimeInfo, StateDirLock, read_runtime_i
 from syntropism.infra.telemetry import setup_tracing
 
 log = logging.getLogger(__name__)
+RELAY_TASK = "outbox-relay"
 
 
 class Runtime:
@@ -43,6 +44,7 @@ class Runtime:
         self.scheduler = AllocationScheduler(self.database, settings, self.market, mechanism=settings.market_mechanism)
         self.cycles_done = 0
         self.stopping = asyncio.Event()
+        self._relay_stopping = asyncio.Event()  # set only once the producers have finished
         self._tasks: list[asyncio.Task[None]] = []
 
     async def start(self) -> None:
@@ -70,7 +72,7 @@ class Runtime:
             retention_seconds=self.settings.outbox_retention_seconds,
         )
         self.relay.wake_on_commit(asyncio.get_running_loop())
-        self._tasks.append(asyncio.create_task(self.relay.run(self.stopping), name="outbox-relay"))
+        self._tasks.append(asyncio.create_task(self.relay.run(self._relay_stopping), name=RELAY_TASK))
         self.lock.advertise(
             RuntimeInfo(os.getpid(), nats_url, self.settings.effective_database_url, datetime.now(UTC).isoformat())
         )
@@ -120,7 +122,10 @@ class Runtime:
 
     async def stop(self) -> None:
         self.stopping.set()
-        for task in self._tasks:
+        # Producers first (a cycle in flight commits), then the relay, which drains what they committed.
+        for task in sorted(self._tasks, key=lambda t: t.get_name() == RELAY_TASK):
+            if task.get_name() == RELAY_TASK:
+                self._relay_stopping.set()
             try:
                 await task
             except Exception:
