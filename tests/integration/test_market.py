@@ -71,6 +71,14 @@ def market(state_dir) -> Iterator[Market]:  # type: ignore[no-untyped-def]
     built.database.dispose()
 
 
+@pytest.fixture
+def any_market(state_dir, any_database_url: str) -> Iterator[Market]:  # type: ignore[no-untyped-def]
+    """The same market on a SQLite file and on a real PostgreSQL database."""
+    built = Market(Settings(state_dir=state_dir, database_url=any_database_url))
+    yield built
+    built.database.dispose()
+
+
 def test_placing_a_bid_locks_its_amount(market: Market) -> None:
     placed = market.manager.place_bid("a", A, "30.5", idempotency_key="k1")
     assert placed.status == "pending" and placed.amount == D("30.5")
@@ -123,35 +131,35 @@ def test_dead_agents_cannot_bid(market: Market) -> None:
     assert caught.value.reason == "agent_dead"
 
 
-def test_cancelling_unlocks_and_only_pending_bids_of_ones_own(market: Market) -> None:
-    bid_id = market.manager.place_bid("a", A, 30, idempotency_key="k").bid_id
+def test_cancelling_unlocks_and_only_pending_bids_of_ones_own(any_market: Market) -> None:
+    bid_id = any_market.manager.place_bid("a", A, 30, idempotency_key="k").bid_id
     with pytest.raises(BidRejected, match="has no bid"):
-        market.manager.cancel_bid("b", bid_id)
-    market.manager.cancel_bid("a", bid_id)
-    assert market.ledger.balance("a").available == 100
+        any_market.manager.cancel_bid("b", bid_id)
+    any_market.manager.cancel_bid("a", bid_id)
+    assert any_market.ledger.balance("a").available == 100
     with pytest.raises(BidRejected, match="already cancelled"):
-        market.manager.cancel_bid("a", bid_id)
-    assert market.event_types()[-2:] == ["economy.credits_unlocked", "market.bid_cancelled"]
+        any_market.manager.cancel_bid("a", bid_id)
+    assert any_market.event_types()[-2:] == ["economy.credits_unlocked", "market.bid_cancelled"]
 
 
-def test_a_cycle_allocates_burns_and_discovers_prices(market: Market) -> None:
-    bids = market.design_bids()
-    report = market.scheduler.run_allocation_cycle()
+def test_a_cycle_allocates_burns_and_discovers_prices(any_market: Market) -> None:
+    bids = any_market.design_bids()
+    report = any_market.scheduler.run_allocation_cycle()
     assert set(report.winners) == {bids["a"], bids["c"]} and report.carried == 1 and report.burned == 55
     assert report.prices[Resource.CPU].quantize(D("0.001")) == D("3.788")
     assert report.prices[Resource.MEMORY].quantize(D("0.001")) == D("1.667")
-    assert market.ledger.balance("a") == type(market.ledger.balance("a"))("a", D(70), D(0))
-    assert market.ledger.balance("b").locked == 20  # still pending, still locked
-    state = {s.resource: s for s in market.manager.market_state()}
+    assert any_market.ledger.balance("a") == type(any_market.ledger.balance("a"))("a", D(70), D(0))
+    assert any_market.ledger.balance("b").locked == 20  # still pending, still locked
+    state = {s.resource: s for s in any_market.manager.market_state()}
     assert state[Resource.CPU].current_market_price == report.prices[Resource.CPU]
     assert state[Resource.CPU].current_utilization == D("0.8") and state[Resource.CPU].available_supply == 1
-    with market.database.reader() as session:
+    with any_market.database.reader() as session:
         executions = session.scalars(select(Execution)).all()
     assert {(e.agent_id, e.status, e.cpu_ppm) for e in executions} == {
         ("a", "allocated", 500_000),
         ("c", "allocated", 300_000),
     }
-    assert market.ledger.verify().ok
+    assert any_market.ledger.verify().ok
 
 
 def test_utilization_sums_the_live_executions(market: Market) -> None:
@@ -168,24 +176,24 @@ def test_utilization_sums_the_live_executions(market: Market) -> None:
     assert len(report.winners) == 1 and market.ledger.balance("b").available == 80
 
 
-def test_losers_are_carried_until_their_lifetime_ends_then_unlocked(market: Market) -> None:
-    bids = market.design_bids(lifetime_b=2)
-    assert market.scheduler.run_allocation_cycle().carried == 1
-    second = market.scheduler.run_allocation_cycle()
+def test_losers_are_carried_until_their_lifetime_ends_then_unlocked(any_market: Market) -> None:
+    bids = any_market.design_bids(lifetime_b=2)
+    assert any_market.scheduler.run_allocation_cycle().carried == 1
+    second = any_market.scheduler.run_allocation_cycle()
     assert (second.carried, second.outbid) == (0, 1)
-    assert market.ledger.balance("b") == type(market.ledger.balance("b"))("b", D(100), D(0))
-    with market.database.reader() as session:
+    assert any_market.ledger.balance("b") == type(any_market.ledger.balance("b"))("b", D(100), D(0))
+    with any_market.database.reader() as session:
         assert session.scalar(select(Bid.status).where(Bid.id == bids["b"])) == "outbid"
-    assert market.ledger.verify().ok
+    assert any_market.ledger.verify().ok
 
 
-def test_critical_value_winners_pay_less_and_get_the_rest_back(market: Market) -> None:
-    market.scheduler.mechanism = "critical_value"
-    market.design_bids()
-    report = market.scheduler.run_allocation_cycle()
+def test_critical_value_winners_pay_less_and_get_the_rest_back(any_market: Market) -> None:
+    any_market.scheduler.mechanism = "critical_value"
+    any_market.design_bids()
+    report = any_market.scheduler.run_allocation_cycle()
     assert report.burned == D("20.012")  # a pays b's 20; c pays the reserve, 0.012
-    assert market.ledger.balance("a") == type(market.ledger.balance("a"))("a", D(80), D(0))
-    assert market.ledger.verify().ok
+    assert any_market.ledger.balance("a") == type(any_market.ledger.balance("a"))("a", D(80), D(0))
+    assert any_market.ledger.verify().ok
 
 
 def test_a_crash_mid_cycle_leaves_the_previous_state(market: Market) -> None:
