@@ -17,7 +17,7 @@ from alembic import command
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
-from sqlalchemy import Connection, Engine, create_engine, event, make_url, text
+from sqlalchemy import Connection, Engine, PoolProxiedConnection, create_engine, event, make_url, text
 from sqlalchemy.orm import Session, sessionmaker
 
 log = logging.getLogger(__name__)
@@ -80,6 +80,7 @@ class Database:
         self._sessions = sessionmaker(self.engine, expire_on_commit=False)
         self._read_sessions = sessionmaker(self.engine.execution_options(**{READ_ONLY: True}), expire_on_commit=False)
         self._commit_listeners: list[Callable[[], None]] = []
+        self._dedicated: list[PoolProxiedConnection] = []
 
     def on_commit(self, listener: Callable[[], None]) -> None:
         """Call ``listener()`` after each commit of a transaction that staged outbox events."""
@@ -87,8 +88,32 @@ class Database:
 
     def _committed(self, info: dict[Any, Any]) -> None:
         if info.pop(EVENTS_STAGED, False):
-            for listener in self._commit_listeners:
-                listener()
+            self.events_committed()
+
+    def events_committed(self) -> None:
+        """Tell the :meth:`on_commit` listeners that a transaction which wrote outbox events committed."""
+        for listener in self._commit_listeners:
+            listener()
+
+    def dedicated_connection(self) -> PoolProxiedConnection:
+        """A DBAPI connection kept by one writer for its lifetime (configured like any other: WAL, busy
+        timeout, …), so a hot path pays no pool checkout or SQLAlchemy transaction per commit. Closed by
+        :meth:`dispose`. On SQLite the caller starts write transactions itself with :meth:`begin_write`."""
+        connection = self.engine.raw_connection()
+        self._dedicated.append(connection)
+        return connection
+
+    def begin_write(self, dbapi_connection: Any) -> None:
+        """Open a write transaction on a dedicated connection (PostgreSQL's driver opens one implicitly)."""
+        if self.backend == "sqlite":
+            dbapi_connection.execute("BEGIN IMMEDIATE")
+
+    def release(self, connection: PoolProxiedConnection, *, broken: bool = False) -> None:
+        """Give a dedicated connection back; a ``broken`` one is discarded instead of pooled."""
+        self._dedicated.remove(connection)
+        if broken:
+            connection.invalidate()
+        connection.close()
 
     @property
     def backend(self) -> str:
@@ -146,4 +171,6 @@ class Database:
         return ScriptDirectory.from_config(alembic_config(self.engine)).get_current_head()
 
     def dispose(self) -> None:
+        for connection in list(self._dedicated):
+            self.release(connection)
         self.engine.dispose()

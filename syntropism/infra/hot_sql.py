@@ -40,7 +40,12 @@ def _insert_sql(table: Table, columns: Sequence[str]) -> str:
 
 
 def _bind(column: Column[Any], dialect: Dialect) -> Callable[[Any], Any]:
-    processor = column.type.bind_processor(dialect)
+    processor = column.type.dialect_impl(dialect).bind_processor(dialect)  # the type as the dialect adapts it
+    return processor or (lambda value: value)
+
+
+def _result(column: Column[Any], dialect: Dialect) -> Callable[[Any], Any]:
+    processor = column.type.dialect_impl(dialect).result_processor(dialect, None)
     return processor or (lambda value: value)
 
 
@@ -53,6 +58,8 @@ class HotSql:
         self.dialect_name = dialect.name
         self._format = dialect.paramstyle in ("format", "pyformat")
         self._timestamp = _bind(TRANSFERS.c.created_at, dialect)  # outbox.created_at has the same type
+        self._read_timestamp = _result(TRANSFERS.c.created_at, dialect)
+        self.placeholder = "%s" if self._format else "?"
         self.insert_transfers = self.sql(_insert_sql(TRANSFERS, TRANSFER_COLUMNS))
         self.insert_outbox = self.sql(_insert_sql(OUTBOX, OUTBOX_COLUMNS))
         self.update_account = self.sql("UPDATE accounts SET debits_micros = ?, credits_micros = ? WHERE id = ?")
@@ -68,10 +75,7 @@ class HotSql:
         return text.replace("?", "%s") if self._format else text
 
     def placeholders(self, count: int) -> str:
-        return ", ".join(["%s" if self._format else "?"] * count)
-
-    def select_keys(self, count: int) -> str:
-        return f"SELECT idempotency_key FROM transfers WHERE idempotency_key IN ({self.placeholders(count)})"
+        return ", ".join([self.placeholder] * count)
 
     def select_accounts(self, count: int) -> str:
         lock = "" if self.dialect_name == "sqlite" else " ORDER BY id FOR UPDATE"  # one lock order: no deadlocks
@@ -79,6 +83,18 @@ class HotSql:
             "SELECT id, debits_micros, credits_micros, debits_must_not_exceed_credits FROM accounts "
             f"WHERE id IN ({self.placeholders(count)}){lock}"
         )
+
+    def select_transfers_by_key(self, count: int) -> str:
+        """The journal rows for some idempotency keys, columns in :data:`TRANSFER_COLUMNS` order."""
+        return (
+            f"SELECT {', '.join(TRANSFER_COLUMNS)} FROM transfers WHERE idempotency_key IN ({self.placeholders(count)})"
+        )
+
+    def transfer_row(self, values: Sequence[Any]) -> dict[str, Any]:
+        """A row of :meth:`select_transfers_by_key` as a dict, created_at read as SQLAlchemy would."""
+        row = dict(zip(TRANSFER_COLUMNS, values, strict=True))
+        row["created_at"] = self._read_timestamp(row["created_at"])
+        return row
 
     def timestamp(self, moment: datetime) -> Any:
         """``moment`` as the driver stores a created_at column (converted once, shared by a whole batch)."""

@@ -20,8 +20,7 @@ from decimal import Decimal
 from types import SimpleNamespace
 from typing import Any
 
-from sqlalchemy import Connection, Row, func, insert, or_, select
-from sqlalchemy.exc import DBAPIError, IntegrityError
+from sqlalchemy import Connection, PoolProxiedConnection, Row, func, insert, or_, select
 from sqlalchemy.orm import Session
 
 from syntropism.domain.economy import (
@@ -124,11 +123,6 @@ def open_accounts(session: Session, agent_id: str) -> None:
     )
 
 
-def _replay_rows(connection: Connection, keys: list[str]) -> dict[str, Row]:  # type: ignore[type-arg]
-    rows = connection.execute(select(TRANSFERS).where(TRANSFERS.c.idempotency_key.in_(keys)))
-    return {row.idempotency_key: row for row in rows}
-
-
 def _replay(operation: Operation, row: Any) -> Receipt:
     if not operation.same_request_as(row.kind, row.debit_account_id, row.credit_account_id, row.amount_micros):
         raise LedgerError(
@@ -144,13 +138,18 @@ def apply_batch(connection: Connection, requests: Sequence[Request]) -> list[Rec
 
     The caller commits, and marks its transaction as having staged events when any receipt is fresh.
     """
-    sql = HotSql.of(connection)
-    cursor = connection.connection.driver_connection.cursor()  # type: ignore[union-attr]
+    return apply_batch_raw(connection.connection.driver_connection, HotSql.of(connection), requests)
+
+
+def apply_batch_raw(dbapi_connection: Any, sql: HotSql, requests: Sequence[Request]) -> list[Receipt | LedgerError]:
+    """:func:`apply_batch` on a DBAPI connection whose write transaction is open."""
+    cursor = dbapi_connection.cursor()
     try:
         keys = list({operation.idempotency_key for operation, _ in requests})
-        cursor.execute(sql.select_keys(len(keys)), keys)
-        used = [key for (key,) in cursor.fetchall()]
-        existing: dict[str, Any] = _replay_rows(connection, used) if used else {}
+        cursor.execute(sql.select_transfers_by_key(len(keys)), keys)
+        existing: dict[str, Any] = {
+            row["idempotency_key"]: SimpleNamespace(**row) for row in map(sql.transfer_row, cursor.fetchall())
+        }
         account_ids = sorted({a for op, _ in requests for a in (op.debit_account, op.credit_account)})
         cursor.execute(sql.select_accounts(len(account_ids)), account_ids)
         accounts = {row[0]: AccountState(row[0], row[1], row[2], bool(row[3])) for row in cursor.fetchall()}
@@ -218,23 +217,56 @@ class Ledger:
     def __init__(self, database: Database, *, max_batch: int = MAX_BATCH) -> None:
         self.database = database
         self._committer: GroupCommitter[Request, Receipt] = GroupCommitter(self._commit_batch, max_batch=max_batch)
+        self._writer: PoolProxiedConnection | None = None  # used only by the group commit's leader
+        self._sql = HotSql(database.engine.dialect)
+
+    def _writer_connection(self) -> PoolProxiedConnection:
+        if self._writer is None:
+            self._writer = self.database.dedicated_connection()
+        return self._writer
 
     def _commit_batch(self, requests: list[Request]) -> list[Receipt | BaseException]:
+        """One transaction on the writer's own connection: no pool checkout, no ORM, one commit (one fsync)."""
         for attempt in range(1, RETRIES + 1):
+            writer = self._writer_connection()
             try:
-                with self.database.connection() as connection:
-                    results: list[Receipt | BaseException] = list(apply_batch(connection, requests))
-                    if any(isinstance(r, Receipt) and not r.replayed for r in results):
-                        mark_events_staged(connection)
-                crash_point("ledger.after_commit")
-                return results
-            except (IntegrityError, DBAPIError) as exc:
+                self.database.begin_write(writer.driver_connection)
+                results: list[Receipt | BaseException] = list(
+                    apply_batch_raw(writer.driver_connection, self._sql, requests)
+                )
+                writer.commit()
+            except BaseException as exc:
+                lost = self._abandon(writer, exc)
                 # PostgreSQL: a concurrent writer took the same idempotency key, or a deadlock/serialization
-                # failure. Nothing was written; the retry sees what the other committed.
-                if attempt == RETRIES or not _retryable(exc):
+                # failure: nothing was written, and the retry sees what the other committed. A lost connection
+                # may have lost the commit or only its acknowledgement: the retry's idempotency keys tell which.
+                if attempt == RETRIES or not (lost or _retryable(exc)):
                     raise
-                log.warning("ledger batch retry %d after %s", attempt, type(exc.orig).__name__)
+                log.warning("ledger batch retry %d after %s", attempt, type(exc).__name__)
+                continue
+            crash_point("ledger.after_commit")
+            if any(isinstance(r, Receipt) and not r.replayed for r in results):
+                self.database.events_committed()
+            return results
         raise AssertionError("unreachable")
+
+    def _abandon(self, writer: PoolProxiedConnection, exc: BaseException) -> bool:
+        """Roll back after a failure; a connection the driver reports broken is replaced on the next batch
+        (and True returned)."""
+        dialect = self.database.engine.dialect
+        broken = isinstance(exc, dialect.loaded_dbapi.Error) and dialect.is_disconnect(
+            exc, writer.dbapi_connection, None
+        )
+        if not broken:
+            try:
+                writer.rollback()
+                return False
+            except dialect.loaded_dbapi.Error:
+                log.exception("ledger writer connection failed to roll back; replacing it")
+        log.warning("ledger writer connection lost (%s); reconnecting", exc)
+        self._writer = None
+        self.database.release(writer, broken=True)
+        return True
 
     def execute(self, operation: Operation) -> Receipt:
         """Apply ``operation`` in its own transaction (shared with concurrent callers) and return its receipt.
@@ -330,8 +362,8 @@ class Ledger:
         return VerifyReport(check_invariant(accounts), tuple(problems))
 
 
-def _retryable(exc: DBAPIError) -> bool:
-    if isinstance(exc, IntegrityError):
-        return True
-    code = getattr(exc.orig, "sqlstate", None) or getattr(exc.orig, "pgcode", None)
-    return code in {"40001", "40P01"}  # serialization failure, deadlock detected
+def _retryable(exc: BaseException) -> bool:
+    """A PostgreSQL unique violation (a concurrent writer used the same idempotency key), serialization failure
+    or deadlock: the batch is safe to run again."""
+    code = getattr(exc, "sqlstate", None) or getattr(exc, "pgcode", None)
+    return code in {"23505", "40001", "40P01"}

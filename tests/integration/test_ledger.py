@@ -176,3 +176,55 @@ def test_every_event_parses_and_names_its_transfer(ledger: Ledger) -> None:
         payloads = session.scalars(select(OutboxEvent.payload)).all()
     transfer_ids = {json.loads(p)["data"].get("transfer_id") for p in payloads} - {None}
     assert transfer_ids == transfers
+
+
+def test_journal_timestamps_are_stored_as_the_orm_stores_them(ledger: Ledger) -> None:
+    """The hot path writes raw SQL; its created_at must sort and compare with rows the ORM wrote."""
+    ledger.execute(E.grant("alice", 1, idempotency_key="g"))
+    with ledger.database.transaction() as session:
+        session.add(Transfer(**_transfer_columns("orm-row")))
+    with ledger.database.reader() as session:
+        raw = session.execute(text("SELECT idempotency_key, CAST(created_at AS TEXT) FROM transfers")).all()
+        parsed = session.execute(select(Transfer.idempotency_key, Transfer.created_at)).all()
+    formats = {key: len(stamp) for key, stamp in raw}
+    assert formats["g"] == formats["orm-row"], raw
+    assert all(stamp.tzinfo is not None for _, stamp in parsed)
+
+
+def _transfer_columns(key: str) -> dict[str, object]:
+    return {
+        "id": key,
+        "idempotency_key": key,
+        "kind": "grant",
+        "debit_account_id": E.SYSTEM_MINT,
+        "credit_account_id": E.available_account("bob"),
+        "amount_micros": 1,
+        "debit_balance_after_micros": -1,
+        "credit_balance_after_micros": 1,
+    }
+
+
+def test_a_lost_database_connection_is_replaced_without_losing_or_doubling_an_operation(
+    postgres_url: str,
+) -> None:
+    database = Database(postgres_url)
+    database.migrate()
+    with database.transaction() as session:
+        register_agent(session, "alice")
+    ledger = Ledger(database)
+    try:
+        ledger.execute(E.grant("alice", 10, idempotency_key="first"))
+        with database.engine.connect() as admin:  # the server drops the ledger's writer connection
+            killed = admin.execute(
+                text(
+                    "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE pid <> pg_backend_pid() "
+                    "AND datname = current_database()"
+                )
+            ).all()
+            assert killed, "the ledger's writer connection should have been there to terminate"
+        receipt = ledger.execute(E.grant("alice", 5, idempotency_key="second"))
+        assert not receipt.replayed
+        assert ledger.balance("alice").available == Decimal(15)
+        assert ledger.verify().ok
+    finally:
+        database.dispose()
