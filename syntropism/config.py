@@ -8,6 +8,7 @@ variables ``SYNTROPISM_<KNOB>``, the TOML config file (``--config FILE`` or ``SY
 from __future__ import annotations
 
 import os
+import sys
 from decimal import Decimal
 from pathlib import Path
 from typing import Any, Literal
@@ -91,6 +92,16 @@ class Settings(BaseSettings):
         Decimal(1), ge=0, description="W_un, credits per Understandable point."
     )
 
+    # Execution.
+    sandbox_disable: list[Literal["cgroups", "rlimits", "bubblewrap"]] = Field(
+        default_factory=list,
+        description="Sandbox layers to leave off (each is still reported missing); default: all the host offers.",
+    )
+    pids_max: PositiveInt = Field(256, description="Processes and threads one execution may have at once.")
+    agent_python: Path | None = Field(None, description="Interpreter for .py agents; default: the runtime's own.")
+    execution_poll_seconds: float = Field(0.05, gt=0, description="How often a running execution's usage is read.")
+    kill_grace_seconds: float = Field(5.0, ge=0, description="On stop, how long running agents get to finish.")
+
     # System Service.
     api_host: str = Field("127.0.0.1", description="System Service bind address.")
     api_port: int = Field(8765, ge=0, le=65535, description="System Service port (0: any free port).")
@@ -125,6 +136,14 @@ class Settings(BaseSettings):
     @property
     def effective_database_url(self) -> str:
         return self.database_url or f"sqlite:///{(self.state_dir / 'syntropism.db').resolve()}"
+
+    @property
+    def effective_agent_python(self) -> Path:
+        return self.agent_python or Path(sys.executable)
+
+    @property
+    def logs_dir(self) -> Path:
+        return self.state_dir / "logs"
 
     @property
     def effective_workspace_root(self) -> Path:

@@ -18,11 +18,13 @@ from datetime import UTC, datetime
 
 from syntropism.config import Settings
 from syntropism.core.allocation import AllocationScheduler, CycleReport
+from syntropism.core.execution import ExecutionManager
 from syntropism.core.market import MarketManager
 from syntropism.infra.database import Database
 from syntropism.infra.embedded_nats import EmbeddedNatsServer
 from syntropism.infra.nats_bus import EventBus
 from syntropism.infra.outbox import OutboxRelay
+from syntropism.infra.sandbox import Sandbox
 from syntropism.infra.state_dir import RuntimeInfo, StateDirLock, read_runtime_info
 from syntropism.infra.telemetry import setup_tracing
 
@@ -42,6 +44,7 @@ class Runtime:
         self.relay: OutboxRelay | None = None
         self.market = MarketManager(self.database, settings)
         self.scheduler = AllocationScheduler(self.database, settings, self.market, mechanism=settings.market_mechanism)
+        self.executions: ExecutionManager | None = None
         self.cycles_done = 0
         self.stopping = asyncio.Event()
         self._relay_stopping = asyncio.Event()  # set only once the producers have finished
@@ -73,6 +76,9 @@ class Runtime:
         )
         self.relay.wake_on_commit(asyncio.get_running_loop())
         self._tasks.append(asyncio.create_task(self.relay.run(self._relay_stopping), name=RELAY_TASK))
+        sandbox = await asyncio.to_thread(Sandbox.detect, self.settings.sandbox_disable)
+        self.executions = ExecutionManager(self.database, self.settings, sandbox)
+        self._tasks.append(asyncio.create_task(self.executions.run(self.stopping), name="execution-manager"))
         self.lock.advertise(
             RuntimeInfo(os.getpid(), nats_url, self.settings.effective_database_url, datetime.now(UTC).isoformat())
         )
@@ -109,6 +115,8 @@ class Runtime:
                 )
                 continue
             self.cycles_done += 1
+            if self.executions is not None and report.winners:
+                self.executions.wake()
             if on_cycle is not None:
                 on_cycle(report)
             if cycles is not None and self.cycles_done >= cycles:

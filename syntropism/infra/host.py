@@ -3,18 +3,16 @@ get it. ``syntropism doctor`` prints them; the execution manager uses the same p
 
 from __future__ import annotations
 
-import os
 import shutil
 import subprocess
 import sys
 from dataclasses import dataclass
-from pathlib import Path
 
 from syntropism.config import Settings
+from syntropism.infra.cgroups import CgroupUnavailable, detect_cgroups
 from syntropism.infra.database import Database
 from syntropism.infra.embedded_nats import NatsServerNotFound, find_nats_server, nats_server_version
-
-CGROUP_ROOT = Path("/sys/fs/cgroup")
+from syntropism.infra.sandbox import Sandbox, usable_bwrap
 
 
 @dataclass(frozen=True)
@@ -56,43 +54,22 @@ def check_database(settings: Settings) -> Check:
     return Check("database", True, f"{url} ({schema})", fix, required=True)
 
 
-def cgroup_v2_controllers() -> set[str] | None:
-    controllers = CGROUP_ROOT / "cgroup.controllers"
-    return set(controllers.read_text().split()) if controllers.exists() else None
-
-
-def cgroup_v1_controllers() -> set[str]:
-    """v1 controllers that are enabled and mounted (hierarchy id > 0 in /proc/cgroups)."""
-    try:
-        lines = Path("/proc/cgroups").read_text().splitlines()[1:]
-    except OSError:
-        return set()
-    found = set()
-    for line in lines:
-        name, hierarchy, _count, enabled = line.split()[:4]
-        if enabled == "1" and hierarchy != "0" and (CGROUP_ROOT / name).exists():
-            found.add(name)
-    return found
-
-
 def check_cgroups() -> Check:
+    """The groups the execution manager will create: which hierarchy, which controllers, or why none."""
     fix = (
         "run on a host with cgroup v2 delegated to this user (systemd: Delegate=yes) or as root; "
-        "without cgroups the sandbox falls back to rlimits"
+        "without cgroups the sandbox falls back to rlimits and a CPU-seconds budget"
     )
-    v2 = cgroup_v2_controllers()
-    if v2 is not None:
-        wanted = {"cpu", "memory", "pids"}
-        missing = wanted - v2
-        writable = os.access(CGROUP_ROOT, os.W_OK)
-        ok = not missing and writable
-        detail = f"v2, controllers: {' '.join(sorted(v2)) or 'none'}" + ("" if writable else ", not writable")
-        if missing:
-            detail += f", missing {' '.join(sorted(missing))}"
-        return Check("cgroups", ok, detail, "" if ok else fix)
-    v1 = cgroup_v1_controllers() & {"cpu", "memory", "pids", "cpuacct"}
-    ok = {"cpu", "memory", "pids"} <= v1
-    return Check("cgroups", ok, f"v1, controllers: {' '.join(sorted(v1)) or 'none'}", "" if ok else fix)
+    try:
+        driver = detect_cgroups()
+    except CgroupUnavailable as exc:
+        return Check("cgroups", False, str(exc), fix)
+    missing = {"memory", "cpu", "pids"} - driver.controllers
+    where = ", ".join(sorted({str(base) for base in driver.bases.values()}))
+    detail = f"v{driver.version}: {' '.join(sorted(driver.controllers))} under {where}"
+    if missing:
+        detail += f"; missing {' '.join(sorted(missing))}"
+    return Check("cgroups", not missing, detail, "" if not missing else fix)
 
 
 def _runs(argv: list[str]) -> tuple[bool, str]:
@@ -113,12 +90,20 @@ def check_namespaces() -> Check:
 
 
 def check_bubblewrap() -> Check:
-    bwrap = shutil.which("bwrap")
+    bwrap, why = usable_bwrap()
     if bwrap is None:
-        return Check("bubblewrap", False, "bwrap not found", "apt-get install bubblewrap")
-    ok, output = _runs([bwrap, "--ro-bind", "/", "/", "--unshare-all", "--die-with-parent", "true"])
-    detail = f"{bwrap} can build a sandbox" if ok else f"{bwrap} failed: {output}"
-    return Check("bubblewrap", ok, detail, "" if ok else "allow user namespaces, or run as root")
+        return Check("bubblewrap", False, why, "apt-get install bubblewrap (and allow user namespaces)")
+    return Check("bubblewrap", True, f"{bwrap} can build a sandbox (filesystem, pid and network isolation)")
+
+
+def check_sandbox(settings: Settings) -> Check:
+    """The layers every execution will run inside, as the execution manager will detect them."""
+    sandbox = Sandbox.detect(settings.sandbox_disable, quiet=True)
+    detail = f"applied: {', '.join(sandbox.layers) or 'none'}"
+    if sandbox.unavailable:
+        detail += f"; missing: {', '.join(sandbox.unavailable)}"
+    ok = not sandbox.unavailable
+    return Check("sandbox", ok, detail, "" if ok else "see the cgroups and bubblewrap rows")
 
 
 def host_checks(settings: Settings) -> list[Check]:
@@ -129,4 +114,5 @@ def host_checks(settings: Settings) -> list[Check]:
         check_cgroups(),
         check_namespaces(),
         check_bubblewrap(),
+        check_sandbox(settings),
     ]

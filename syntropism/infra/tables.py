@@ -192,6 +192,8 @@ class Execution(BundleColumns, Base):
     cpu_seconds: Mapped[float | None] = mapped_column()  # a measurement, not money
     peak_memory_bytes: Mapped[int | None] = mapped_column(BigInteger)
     sandbox_layers: Mapped[str | None] = mapped_column(Text)  # JSON: applied and missing layers
+    token_hash: Mapped[str | None] = mapped_column(String(64), unique=True)  # sha256 of the execution's token
+    detail: Mapped[str | None] = mapped_column(Text)  # why it ended, in words
 
     __table_args__ = (
         CheckConstraint("status IN ('allocated', 'running', 'terminated')", name="status"),

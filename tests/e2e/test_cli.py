@@ -149,7 +149,7 @@ def test_events_reads_from_a_running_runtime(state_dir: Path) -> None:
 def test_doctor_reports_every_layer(state_dir: Path) -> None:
     result = syntropism(state_dir, "doctor")
     assert result.returncode == 0, result.stdout + result.stderr
-    for name in ("python", "nats-server", "database", "cgroups", "namespaces", "bubblewrap"):
+    for name in ("python", "nats-server", "database", "cgroups", "namespaces", "bubblewrap", "sandbox"):
         assert name in result.stdout
 
 
