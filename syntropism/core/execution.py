@@ -348,6 +348,17 @@ class ExecutionManager:
                     token_hash=hash_token(token),
                 )
             )
+            agent = session.get(Agent, claim.agent_id, with_for_update=True)
+            if agent is not None and agent.status == "dormant" and claim.bid_id is not None:
+                agent.status, agent.status_changed_at = "active", utcnow()
+                woken_by = claim.payer_id if claim.payer_id != claim.agent_id else None
+                self._record(
+                    session,
+                    AgentAwake(
+                        agent_id=claim.agent_id,
+                        data=AgentAwakeData(execution_id=claim.execution_id, bid_id=claim.bid_id, woken_by=woken_by),
+                    ),
+                )
             self._record(
                 session,
                 ExecutionStarted(
@@ -362,17 +373,6 @@ class ExecutionManager:
                     ),
                 ),
             )
-            agent = session.get(Agent, claim.agent_id, with_for_update=True)
-            if agent is not None and agent.status == "dormant" and claim.bid_id is not None:
-                agent.status, agent.status_changed_at = "active", utcnow()
-                woken_by = claim.payer_id if claim.payer_id != claim.agent_id else None
-                self._record(
-                    session,
-                    AgentAwake(
-                        agent_id=claim.agent_id,
-                        data=AgentAwakeData(execution_id=claim.execution_id, bid_id=claim.bid_id, woken_by=woken_by),
-                    ),
-                )
         log.info(
             "execution %s of agent %s started (pid %d; layers %s%s)",
             claim.execution_id,
