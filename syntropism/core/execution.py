@@ -54,6 +54,7 @@ from syntropism.domain.events import (
 from syntropism.domain.models import HardEnvelope, ResourceBundle
 from syntropism.infra.database import Database
 from syntropism.infra.outbox import record_event
+from syntropism.infra.process_tree import tree_usage
 from syntropism.infra.sandbox import LAUNCH_FAILED, Envelope, Launch, Sandbox
 from syntropism.infra.tables import Agent, Bid, Execution, utcnow
 
@@ -105,6 +106,7 @@ class _Running:
     started: float  # monotonic
     envelope: Envelope
     reason: TerminationReason | None = None  # set when the manager decides to kill it, and why
+    peak_rss: int = 0  # the largest resident memory seen, where no cgroup measures it
     detail: str | None = None
     done: asyncio.Event = field(default_factory=asyncio.Event)
     outcome: Outcome | None = None
@@ -435,24 +437,27 @@ class ExecutionManager:
         return status, rusage
 
     def _check_budget(self, running: _Running) -> None:
-        """Where no CPU quota holds the share, the CPU-seconds the bundle bought are a budget: past it, killed."""
-        if running.launch.cgroup is not None:
-            running.launch.cgroup.memory_bytes()  # keeps a peak where the kernel has no memory.peak
-        if "cgroup-cpu" in running.launch.applied:
+        """Hold the limits no kernel layer holds. Where no CPU quota holds the share, the CPU-seconds the bundle
+        bought are a budget: past it, ``cpu_exceeded``. Where no memory cgroup holds the memory, the tree's
+        resident memory is watched: over it, ``memory_exceeded``."""
+        cgroup, applied, envelope = running.launch.cgroup, running.launch.applied, running.envelope
+        if cgroup is not None:
+            cgroup.memory_bytes()  # keeps a peak where the kernel has no memory.peak
+        cpu_held, memory_held = "cgroup-cpu" in applied, "cgroup-memory" in applied
+        if cpu_held and memory_held:
             return
-        used = self._cpu_seconds(running)
-        budget = running.envelope.cpu_budget_seconds
-        if used is not None and used > budget:
-            self._condemn(
-                running, TerminationReason.CPU_EXCEEDED, f"used {used:.2f} CPU-s of a {budget:.2f} CPU-s budget"
-            )
-
-    def _cpu_seconds(self, running: _Running) -> float | None:
-        if running.launch.cgroup is not None:
-            used = running.launch.cgroup.cpu_seconds()
-            if used is not None:
-                return used
-        return _tree_cpu_seconds(running.process.pid)
+        usage = tree_usage(running.process.pid)
+        if usage is None:
+            return
+        cpu = cgroup.cpu_seconds() if cgroup is not None else None
+        cpu = usage.cpu_seconds if cpu is None else cpu
+        running.peak_rss = max(running.peak_rss, usage.rss_bytes)
+        if not cpu_held and cpu > envelope.cpu_budget_seconds:
+            detail = f"used {cpu:.2f} CPU-s of a {envelope.cpu_budget_seconds:.2f} CPU-s budget"
+            self._condemn(running, TerminationReason.CPU_EXCEEDED, detail)
+        elif not memory_held and usage.rss_bytes > envelope.memory_bytes:
+            detail = f"resident memory {usage.rss_bytes} bytes over its {envelope.memory_bytes}"
+            self._condemn(running, TerminationReason.MEMORY_EXCEEDED, detail)
 
     def _condemn(self, running: _Running, reason: TerminationReason, detail: str) -> None:
         if running.reason is None:
@@ -478,8 +483,10 @@ class ExecutionManager:
         if cpu is None:
             cpu = rusage.ru_utime + rusage.ru_stime  # type: ignore[attr-defined]
         if not peak:
-            peak = rusage.ru_maxrss * 1024  # type: ignore[attr-defined]
+            peak = max(rusage.ru_maxrss * 1024, running.peak_rss)  # type: ignore[attr-defined]
         oom = cgroup is not None and cgroup.oom_killed()
+        if "cgroup-memory" not in running.launch.applied and peak >= running.envelope.memory_bytes:
+            oom = not os.WIFEXITED(status) or os.WEXITSTATUS(status) != 0  # it hit the address-space backstop
         if cgroup is not None:
             cgroup.remove()
         exit_code, sig = _exit_of(status, bubblewrapped=self.sandbox.bwrap is not None)
@@ -649,7 +656,7 @@ def _classify(
     exit_code: int | None, sig: int | None, oom: bool, cpu: float, envelope: Envelope
 ) -> tuple[TerminationReason, str | None]:
     if oom:
-        return TerminationReason.MEMORY_EXCEEDED, f"killed by the kernel over its {envelope.memory_bytes} bytes"
+        return TerminationReason.MEMORY_EXCEEDED, f"over its memory limit of {envelope.memory_bytes} bytes"
     if sig == signal.SIGXCPU or (sig == signal.SIGKILL and cpu >= envelope.cpu_budget_seconds):
         return (
             TerminationReason.CPU_EXCEEDED,
@@ -658,33 +665,3 @@ def _classify(
     if exit_code == LAUNCH_FAILED:
         return TerminationReason.ERROR, "the launcher could not put it inside its sandbox layers (see its log)"
     return TerminationReason.COMPLETED, None
-
-
-def _tree_cpu_seconds(root: int) -> float | None:
-    """CPU seconds of a process and all its live descendants (and those they reaped), from /proc."""
-    ticks = os.sysconf("SC_CLK_TCK")
-    parents: dict[int, int] = {}
-    usage: dict[int, int] = {}
-    for entry in os.scandir("/proc"):
-        if not entry.name.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry.name}/stat") as handle:
-                fields = handle.read().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        pid = int(entry.name)
-        parents[pid] = int(fields[1])
-        usage[pid] = sum(int(v) for v in fields[11:15])  # utime, stime, cutime, cstime
-    if root not in usage:
-        return None
-    children: dict[int, list[int]] = {}
-    for pid, ppid in parents.items():
-        children.setdefault(ppid, []).append(pid)
-    tree, frontier = {root}, [root]
-    while frontier:
-        for child in children.get(frontier.pop(), []):
-            if child not in tree:
-                tree.add(child)
-                frontier.append(child)
-    return sum(usage[pid] for pid in tree) / ticks

@@ -7,13 +7,14 @@ Layers, each either applied or reported missing (with why) in the execution reco
 | ``cgroup-memory`` | memory ≤ the bundle's share; over it the kernel OOM-kills (SIGKILL) | cgroup v1/v2 |
 | ``cgroup-cpu`` | CPU time ≤ the bundle's share of the cores per 100 ms (throttled) | CFS quota |
 | ``cgroup-pids`` | at most ``pids_max`` processes and threads: fork bombs stop | pids controller |
-| ``rlimits`` | no core dumps, bounded open files, a per-process CPU-seconds backstop; address space ≤ the bundle's
-  memory when no memory cgroup holds it | setrlimit (``ulimit``) |
+| ``rlimits`` | no core dumps, bounded open files, a per-process CPU-seconds backstop; when no memory cgroup
+  holds memory, an address-space backstop at twice the bundle's memory | setrlimit (``ulimit``) |
 | ``filesystem`` | sees only its workspace (rw), the runtime it needs (ro), a private /tmp | bubblewrap |
 | ``pid-namespace`` | sees and signals only its own processes; its tree dies with the sandbox | bubblewrap |
 | ``network`` | no network but loopback of its own; the System Service through a Unix socket | bubblewrap |
 
-The wall clock and the CPU-seconds budget are watched by the execution manager, not here.
+The wall clock, and where no cgroup holds them the CPU-seconds budget and resident memory, are watched by the
+execution manager, not here.
 The launcher is a few lines of ``/bin/sh`` that join the cgroups and set the rlimits, then exec bubblewrap:
 nothing of the agent runs before it is inside every layer.
 """
@@ -42,6 +43,7 @@ SANDBOX_WORKSPACE = "/workspace"
 SANDBOX_SOCKET = "/run/syntropism/api.sock"
 LAUNCH_FAILED = 125  # the launcher's exit status when it could not enter a layer
 OPEN_FILES = 1024
+ADDRESS_SPACE_SLACK = 256 * 2**20  # an interpreter maps far more than it touches
 ETC_FILES = ("ld.so.cache", "localtime", "alternatives", "ssl", "nsswitch.conf", "hosts", "passwd", "group")
 
 
@@ -163,8 +165,10 @@ class Sandbox:
     def _rlimits(envelope: Envelope, *, memory_held: bool) -> list[str]:
         cpu = math.ceil(envelope.cpu_budget_seconds) + 1  # per process; the manager kills on the tree's total
         lines = ["ulimit -c 0", f"ulimit -n {OPEN_FILES}", f"ulimit -t {cpu}"]
-        if not memory_held:  # without a memory cgroup, cap the address space (an allocation fails instead)
-            lines.append(f"ulimit -v {max(1, envelope.memory_bytes // 1024)}")
+        if not memory_held:
+            # Without a memory cgroup the manager watches resident memory and kills over the limit; the address
+            # space cap is the backstop against growth faster than it looks (address space > resident memory).
+            lines.append(f"ulimit -v {(2 * envelope.memory_bytes + ADDRESS_SPACE_SLACK) // 1024}")
         return [f"{line} || exit {LAUNCH_FAILED}" for line in lines]
 
     def _bwrap_argv(

@@ -521,3 +521,22 @@ class _tcp_server:
 
     def __exit__(self, *exc: object) -> None:
         self.server.close()
+
+
+async def test_without_a_memory_cgroup_resident_memory_is_watched(bare_world: World) -> None:
+    assert "cgroup-memory" in bare_world.manager.sandbox.unavailable
+    bare_world.agent(
+        "hog",
+        """
+        chunks = []
+        while True:
+            chunk = bytearray(8 * 2**20)
+            for i in range(0, len(chunk), 4096):
+                chunk[i] = 1
+            chunks.append(chunk)
+        """,
+    )
+    outcome = await bare_world.run("hog", memory=64 * MiB)  # caught by the watcher or by the address-space cap
+    assert outcome.reason is TerminationReason.MEMORY_EXCEEDED, outcome
+    assert outcome.peak_memory_bytes >= 64 * MiB
+    assert outcome.wall_seconds < 5

@@ -14,3 +14,12 @@ async def eventually(condition: Callable[[], object], *, within: float = 20.0, w
         if time.monotonic() > deadline:
             raise AssertionError(f"{what} did not hold within {within} s")
         await asyncio.sleep(0.01)
+
+
+def wait_until(condition: Callable[[], object], *, within: float = 20.0, what: str = "the condition") -> None:
+    """:func:`eventually`, for tests that are not coroutines."""
+    deadline = time.monotonic() + within
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{what} did not hold within {within} s")
+        time.sleep(0.01)
