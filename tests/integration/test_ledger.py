@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Iterator
 from decimal import Decimal
 
@@ -186,8 +187,9 @@ def test_journal_timestamps_are_stored_as_the_orm_stores_them(ledger: Ledger) ->
     with ledger.database.reader() as session:
         raw = session.execute(text("SELECT idempotency_key, CAST(created_at AS TEXT) FROM transfers")).all()
         parsed = session.execute(select(Transfer.idempotency_key, Transfer.created_at)).all()
-    formats = {key: len(stamp) for key, stamp in raw}
-    assert formats["g"] == formats["orm-row"], raw
+    if ledger.database.backend == "sqlite":  # text: one format, or comparisons and ORDER BY go wrong
+        sqlalchemy_format = re.compile(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\.\d{6}")
+        assert all(sqlalchemy_format.fullmatch(stamp) for _, stamp in raw), raw
     assert all(stamp.tzinfo is not None for _, stamp in parsed)
 
 
