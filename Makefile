@@ -25,8 +25,8 @@ run: $(VENV)/.installed
 	$(BIN)/syntropism run $(ARGS)
 
 lint: $(VENV)/.installed-dev
-	$(BIN)/ruff check syntropism tests bench
-	$(BIN)/ruff format --check syntropism tests bench
+	$(BIN)/ruff check syntropism tests bench agents
+	$(BIN)/ruff format --check syntropism tests bench agents
 
 test: $(VENV)/.installed-dev lint system-packages
 	$(BIN)/python -m pytest $(ARGS)
@@ -46,8 +46,8 @@ system-packages:
 	else echo "WARNING:$$missing not installed (apt-get install$$missing); the tests that need it will be skipped"; fi
 
 format: $(VENV)/.installed-dev
-	$(BIN)/ruff check --fix syntropism tests bench
-	$(BIN)/ruff format syntropism tests bench
+	$(BIN)/ruff check --fix syntropism tests bench agents
+	$(BIN)/ruff format syntropism tests bench agents
 
 bench: $(VENV)/.installed-dev
 	for b in bench/*.py; do $(BIN)/python $$b || exit 1; done

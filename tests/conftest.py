@@ -24,6 +24,8 @@ def _clean_syntropism_env(monkeypatch: pytest.MonkeyPatch) -> None:
     for name in list(os.environ):
         if name.startswith("SYNTROPISM_"):
             monkeypatch.delenv(name)
+    # Any free port for the System Service: tests never collide with each other or a running economy.
+    monkeypatch.setenv("SYNTROPISM_API_PORT", "0")
 
 
 @pytest.fixture

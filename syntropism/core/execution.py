@@ -38,7 +38,7 @@ from sqlalchemy import or_, select, update
 from sqlalchemy.orm import Session
 
 from syntropism.config import Settings
-from syntropism.core.scheduler import PPM
+from syntropism.core.market import bundle_of
 from syntropism.domain.events import (
     AgentAwake,
     AgentAwakeData,
@@ -221,7 +221,7 @@ class ExecutionManager:
                 if claimed.rowcount != 1:  # type: ignore[attr-defined]
                     continue  # another manager claimed it first
                 claims.append(
-                    _Claim(execution.id, execution.agent_id, execution.bid_id, payer, entry_point, _bundle(execution))
+                    _Claim(execution.id, execution.agent_id, execution.bid_id, payer, entry_point, bundle_of(execution))
                 )
         return claims
 
@@ -531,8 +531,7 @@ class ExecutionManager:
                     signal=outcome.signal,
                     cpu_seconds=outcome.cpu_seconds,
                     peak_memory_bytes=outcome.peak_memory_bytes,
-                    detail=outcome.detail,
-                    token_hash=None,  # the token dies with the execution
+                    detail=outcome.detail,  # the token's hash stays: a late call is told its token expired
                 )
             )
             self._record(
@@ -630,16 +629,6 @@ class ExecutionManager:
         if stale:
             log.warning("recovered %d executions left running by a previous runtime", len(stale))
         return [row[0] for row in stale]
-
-
-def _bundle(execution: Execution) -> ResourceBundle:
-    return ResourceBundle(
-        cpu_percent=Decimal(execution.cpu_ppm) / PPM,
-        memory_percent=Decimal(execution.memory_ppm) / PPM,
-        tokens_percent=Decimal(execution.tokens_ppm) / PPM,
-        attention_percent=Decimal(execution.attention_ppm) / PPM,
-        duration_seconds=Decimal(execution.duration_ms) / 1000,
-    )
 
 
 def _exit_of(status: int, *, bubblewrapped: bool) -> tuple[int | None, int | None]:

@@ -59,6 +59,14 @@ def bundle_columns(bundle: ResourceBundle) -> dict[str, int]:
     return columns | {"duration_ms": int(bundle.duration_seconds * 1000)}
 
 
+def bundle_of(row: Any) -> ResourceBundle:
+    """The bundle a bids or executions row stores (the inverse of :func:`bundle_columns`)."""
+    return ResourceBundle(
+        **{f"{r.value}_percent": Decimal(getattr(row, f"{r.value}_ppm")) / PPM for r in RESOURCES},
+        duration_seconds=Decimal(row.duration_ms) / 1000,
+    )
+
+
 class MarketManager:
     def __init__(self, database: Database, settings: Settings) -> None:
         self.database = database

@@ -16,6 +16,8 @@ import signal
 from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime
 
+from syntropism.api.app import Services, create_app
+from syntropism.api.server import ApiServer, operator_token, socket_path_for
 from syntropism.config import Settings
 from syntropism.core.allocation import AllocationScheduler, CycleReport
 from syntropism.core.execution import ExecutionManager
@@ -45,6 +47,8 @@ class Runtime:
         self.market = MarketManager(self.database, settings)
         self.scheduler = AllocationScheduler(self.database, settings, self.market, mechanism=settings.market_mechanism)
         self.executions: ExecutionManager | None = None
+        self.services: Services | None = None
+        self.api: ApiServer | None = None
         self.cycles_done = 0
         self.stopping = asyncio.Event()
         self._relay_stopping = asyncio.Event()  # set only once the producers have finished
@@ -77,17 +81,22 @@ class Runtime:
         self.relay.wake_on_commit(asyncio.get_running_loop())
         self._tasks.append(asyncio.create_task(self.relay.run(self._relay_stopping), name=RELAY_TASK))
         sandbox = await asyncio.to_thread(Sandbox.detect, self.settings.sandbox_disable)
-        self.executions = ExecutionManager(self.database, self.settings, sandbox)
+        socket_path = socket_path_for(self.settings)
+        self.executions = ExecutionManager(self.database, self.settings, sandbox, service_socket=socket_path)
+        self.services = Services.build(self.database, self.settings, operator_token(self.settings), self.executions)
+        self.api = ApiServer(create_app(self.services), self.settings.api_host, self.settings.api_port, socket_path)
+        await self.api.start()
         self._tasks.append(asyncio.create_task(self.executions.run(self.stopping), name="execution-manager"))
         self.lock.advertise(
             RuntimeInfo(os.getpid(), nats_url, self.settings.effective_database_url, datetime.now(UTC).isoformat())
         )
         log.info(
-            "runtime ready: database %s, NATS %s%s, stream %s",
+            "runtime ready: database %s, NATS %s%s, stream %s, System Service %s",
             self.database.engine.url.render_as_string(hide_password=True),
             nats_url,
             " (embedded)" if self.nats_server else "",
             self.settings.stream_name,
+            self.api.url,
         )
 
     def request_stop(self) -> None:
@@ -117,6 +126,11 @@ class Runtime:
             self.cycles_done += 1
             if self.executions is not None and report.winners:
                 self.executions.wake()
+            if self.services is not None:
+                try:
+                    await asyncio.to_thread(self.services.social.bury_the_destitute)
+                except Exception:
+                    log.exception("the sweep for destitute dormant agents failed; retrying next cycle")
             if on_cycle is not None:
                 on_cycle(report)
             if cycles is not None and self.cycles_done >= cycles:
@@ -130,15 +144,22 @@ class Runtime:
 
     async def stop(self) -> None:
         self.stopping.set()
-        # Producers first (a cycle in flight commits), then the relay, which drains what they committed.
+        # Producers first (a cycle in flight commits, running agents end or are killed, the API answers its last
+        # calls), then the relay, which drains what they committed.
         for task in sorted(self._tasks, key=lambda t: t.get_name() == RELAY_TASK):
             if task.get_name() == RELAY_TASK:
+                if self.api is not None:
+                    await self.api.stop()
+                    self.api = None
                 self._relay_stopping.set()
             try:
                 await task
             except Exception:
                 log.exception("task %s failed while stopping", task.get_name())
         self._tasks.clear()
+        if self.api is not None:  # never got as far as the relay
+            await self.api.stop()
+            self.api = None
         if self.bus is not None:
             await self.bus.close()
             self.bus = None

@@ -21,6 +21,7 @@ from sqlalchemy import (
     String,
     Text,
     TypeDecorator,
+    UniqueConstraint,
     text,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
@@ -198,6 +199,25 @@ class Execution(BundleColumns, Base):
     __table_args__ = (
         CheckConstraint("status IN ('allocated', 'running', 'terminated')", name="status"),
         Index("ix_executions_live", "status"),
+    )
+
+
+class Message(Base):
+    """A message between agents; delivered to the first execution of the recipient that reads its inbox."""
+
+    __tablename__ = "messages"
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    from_agent_id: Mapped[str] = mapped_column(ForeignKey("agents.id"))
+    to_agent_id: Mapped[str] = mapped_column(ForeignKey("agents.id"))
+    body: Mapped[str] = mapped_column(Text)
+    idempotency_key: Mapped[str] = mapped_column(String(200))
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
+    delivered_execution_id: Mapped[str | None] = mapped_column(String(64))
+
+    __table_args__ = (
+        UniqueConstraint("from_agent_id", "idempotency_key"),
+        Index("ix_messages_inbox", "to_agent_id", "delivered_execution_id"),
     )
 
 

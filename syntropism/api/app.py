@@ -1,0 +1,439 @@
+"""The System Service: the agents' only window onto the world (DESIGN §6), as a FastAPI app.
+
+An agent authenticates with the bearer token of its running execution; its identity comes from that token
+alone, so it cannot act as another. Every write takes an ``Idempotency-Key`` header: a repeat returns the
+first result, a different request under the same key is refused (409). The operator's endpoints live under
+``/admin/`` behind the operator token. Blocking work (the database) runs in FastAPI's thread pool.
+"""
+
+from __future__ import annotations
+
+import hmac
+from dataclasses import asdict, dataclass
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, FastAPI, Header, Query, Request
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from sqlalchemy import select
+
+from syntropism.api.errors import ApiError, install_error_handlers
+from syntropism.api.schemas import (
+    AdminBidIn,
+    AgentDetailOut,
+    AgentIn,
+    AgentOut,
+    BalanceOut,
+    BidIn,
+    BidOut,
+    ErrorBody,
+    ExecutionOut,
+    GrantIn,
+    HistoryOut,
+    InboxOut,
+    InferenceIn,
+    MarketStateOut,
+    MessageIn,
+    MessageOut,
+    PromptIn,
+    ReceiptOut,
+    ResourceStateOut,
+    RewardIn,
+    SpawnIn,
+    SpawnOut,
+    TransferIn,
+)
+from syntropism.config import Settings
+from syntropism.core.execution import ExecutionManager, hash_token
+from syntropism.core.market import MarketManager, PlacedBid, bundle_of
+from syntropism.core.social import SocialService, balances_of
+from syntropism.domain import economy
+from syntropism.domain.models import from_micros
+from syntropism.infra.agents import register_agent
+from syntropism.infra.database import Database
+from syntropism.infra.ledger import Ledger, Receipt, apply
+from syntropism.infra.tables import Agent, Bid, Execution
+
+ERRORS = {status: {"model": ErrorBody} for status in (401, 402, 403, 404, 409, 422)}
+IdempotencyKey = Annotated[
+    str,
+    Header(
+        alias="Idempotency-Key",
+        min_length=1,
+        max_length=128,
+        description="Makes the write safe to retry: a repeat returns the first result",
+    ),
+]
+
+
+@dataclass
+class Services:
+    """What the endpoints work with; the runtime builds one, tests build their own."""
+
+    database: Database
+    settings: Settings
+    ledger: Ledger
+    market: MarketManager
+    social: SocialService
+    operator_token: str
+    executions: ExecutionManager | None = None
+
+    @classmethod
+    def build(
+        cls, database: Database, settings: Settings, operator_token: str, executions: ExecutionManager | None = None
+    ) -> Services:
+        return cls(
+            database,
+            settings,
+            Ledger(database),
+            MarketManager(database, settings),
+            SocialService(database, settings),
+            operator_token,
+            executions,
+        )
+
+
+@dataclass(frozen=True)
+class Caller:
+    """The agent behind a request, as its execution's token says."""
+
+    agent_id: str
+    execution_id: str
+
+
+bearer = HTTPBearer(auto_error=False, description="The token of a running execution (SYNTROPISM_TOKEN)")
+operator_bearer = HTTPBearer(auto_error=False, scheme_name="OperatorToken", description="The operator token")
+
+
+def services(request: Request) -> Services:
+    return request.app.state.services  # type: ignore[no-any-return]
+
+
+ServicesDep = Annotated[Services, Depends(services)]
+
+
+def caller(svc: ServicesDep, credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)]) -> Caller:
+    if credentials is None:
+        raise ApiError(401, "missing_token", "send Authorization: Bearer <SYNTROPISM_TOKEN>")
+    with svc.database.reader() as session:
+        row = session.execute(
+            select(Execution.id, Execution.agent_id, Execution.status).where(
+                Execution.token_hash == hash_token(credentials.credentials)
+            )
+        ).one_or_none()
+    if row is None:
+        raise ApiError(401, "invalid_token", "this token belongs to no execution")
+    if row.status != "running":
+        raise ApiError(401, "token_expired", f"execution {row.id} has ended; its token is no longer valid")
+    return Caller(row.agent_id, row.id)
+
+
+def operator(
+    svc: ServicesDep, credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(operator_bearer)]
+) -> None:
+    if credentials is None:
+        raise ApiError(401, "missing_token", "send Authorization: Bearer <operator token>")
+    if not hmac.compare_digest(credentials.credentials.encode(), svc.operator_token.encode()):
+        raise ApiError(403, "forbidden", "this is not the operator token")
+
+
+CallerDep = Annotated[Caller, Depends(caller)]
+
+# --- conversions ---------------------------------------------------------------------------------------------
+
+
+def receipt_out(receipt: Receipt) -> ReceiptOut:
+    return ReceiptOut(**{**asdict(receipt), "kind": receipt.kind.value})
+
+
+def bid_out(bid: Bid) -> BidOut:
+    return BidOut(
+        bid_id=bid.id,
+        agent_id=bid.agent_id,
+        on_behalf_of=bid.on_behalf_of,
+        amount=from_micros(bid.amount_micros),
+        status=bid.status,
+        bundle=bundle_of(bid),
+        cycles_remaining=bid.cycles_remaining,
+    )
+
+
+def placed_out(placed: PlacedBid) -> BidOut:
+    return BidOut(
+        bid_id=placed.bid_id,
+        agent_id=placed.agent_id,
+        amount=placed.amount,
+        status=placed.status,
+        replayed=placed.replayed,
+    )
+
+
+def agent_out(session: object, agent: Agent) -> AgentOut:
+    available, locked = balances_of(session, agent.id)  # type: ignore[arg-type]
+    return AgentOut(
+        agent_id=agent.id,
+        name=agent.name,
+        status=agent.status,  # type: ignore[arg-type]
+        parent_id=agent.parent_id,
+        entry_point=agent.entry_point,
+        available=available,
+        locked=locked,
+        created_at=agent.created_at,
+    )
+
+
+# --- agents' endpoints ---------------------------------------------------------------------------------------
+
+economic = APIRouter(prefix="/economic", tags=["economic"], responses=ERRORS)
+
+
+@economic.get("/balance", response_model=BalanceOut)
+def get_balance(svc: ServicesDep, me: CallerDep) -> BalanceOut:
+    balance = svc.ledger.balance(me.agent_id)
+    return BalanceOut(agent_id=me.agent_id, available=balance.available, locked=balance.locked)
+
+
+@economic.post("/transfer", response_model=ReceiptOut)
+def post_transfer(svc: ServicesDep, me: CallerDep, body: TransferIn, key: IdempotencyKey) -> ReceiptOut:
+    operation = economy.transfer(
+        me.agent_id, body.to_agent, body.amount, idempotency_key=f"api:{me.agent_id}:{key}", purpose=body.purpose
+    )
+    return receipt_out(svc.ledger.execute(operation))
+
+
+@economic.get("/history", response_model=HistoryOut)
+def get_history(
+    svc: ServicesDep,
+    me: CallerDep,
+    limit: Annotated[int, Query(ge=1, le=500)] = 50,
+    before: Annotated[int | None, Query(ge=1)] = None,
+) -> HistoryOut:
+    page = svc.ledger.history(me.agent_id, limit=limit, before=before)
+    return HistoryOut(entries=[receipt_out(r) for r in page.entries], next_before=page.next_before)
+
+
+market = APIRouter(prefix="/market", tags=["market"], responses=ERRORS)
+
+
+@market.get("/state", response_model=MarketStateOut)
+def get_market_state(svc: ServicesDep, me: CallerDep) -> MarketStateOut:
+    states = svc.market.market_state()
+    with svc.database.reader() as session:
+        bids = session.scalars(
+            select(Bid).where(Bid.agent_id == me.agent_id, Bid.status == "pending").order_by(Bid.seq)
+        ).all()
+        own = [bid_out(bid) for bid in bids]
+    return MarketStateOut(
+        cycle=max(s.cycle for s in states),
+        resources=[
+            ResourceStateOut(
+                resource=s.resource,
+                price=s.current_market_price,
+                utilization=s.current_utilization,
+                supply=s.available_supply,
+                cycle=s.cycle,
+            )
+            for s in states
+        ],
+        own_bids=own,
+    )
+
+
+@market.post("/bid", response_model=BidOut)
+def post_bid(svc: ServicesDep, me: CallerDep, body: BidIn, key: IdempotencyKey) -> BidOut:
+    placed = svc.market.place_bid(
+        me.agent_id,
+        body.bundle,
+        body.amount,
+        idempotency_key=f"{me.agent_id}:{key}",
+        lifetime_cycles=body.lifetime_cycles,
+        on_behalf_of=body.on_behalf_of,
+    )
+    return placed_out(placed)
+
+
+@market.delete("/bid/{bid_id}", response_model=BidOut)
+def delete_bid(svc: ServicesDep, me: CallerDep, bid_id: str) -> BidOut:
+    return placed_out(svc.market.cancel_bid(me.agent_id, bid_id))
+
+
+social = APIRouter(prefix="/social", tags=["social"], responses=ERRORS)
+
+
+@social.post("/message", response_model=MessageOut)
+def post_message(svc: ServicesDep, me: CallerDep, body: MessageIn, key: IdempotencyKey) -> MessageOut:
+    return MessageOut(**asdict(svc.social.send(me.agent_id, body.to_agent, body.body, idempotency_key=key)))
+
+
+@social.get("/inbox", response_model=InboxOut)
+def get_inbox(svc: ServicesDep, me: CallerDep) -> InboxOut:
+    return InboxOut(messages=[MessageOut(**asdict(m)) for m in svc.social.inbox(me.agent_id, me.execution_id)])
+
+
+@social.post("/spawn", response_model=SpawnOut)
+def post_spawn(svc: ServicesDep, me: CallerDep, body: SpawnIn, key: IdempotencyKey) -> SpawnOut:
+    spawned = svc.social.spawn(
+        me.agent_id,
+        body.agent_id,
+        source=body.source,
+        entry_point=body.entry_point,
+        funds=body.funds,
+        idempotency_key=key,
+        name=body.name,
+    )
+    return SpawnOut(**asdict(spawned))
+
+
+later = APIRouter(tags=["attention", "intelligence"], responses={**ERRORS, 501: {"model": ErrorBody}})
+
+
+@later.post("/attention/prompt", status_code=202)
+def post_prompt(me: CallerDep, body: PromptIn, key: IdempotencyKey) -> None:
+    raise ApiError(501, "not_available", "the human's attention is not on offer yet (it arrives with attention)")
+
+
+@later.post("/intelligence/inference")
+def post_inference(me: CallerDep, body: InferenceIn, key: IdempotencyKey) -> None:
+    raise ApiError(501, "not_available", "LLM inference is not on offer yet (it arrives with the intelligence service)")
+
+
+# --- the operator's endpoints --------------------------------------------------------------------------------
+
+admin = APIRouter(prefix="/admin", tags=["admin"], dependencies=[Depends(operator)], responses=ERRORS)
+
+
+@admin.post("/agents", response_model=AgentOut, status_code=201)
+def create_agent(svc: ServicesDep, body: AgentIn) -> AgentOut:
+    grant = economy.parse_amount(body.initial_grant, "initial_grant") if body.initial_grant not in (0, "0") else 0
+    workspace = svc.social.workspace_of(body.agent_id)
+    files = {(workspace / path).resolve(): content for path, content in body.files.items()}
+    outside = [str(p) for p in files if not p.is_relative_to(workspace)]
+    if outside:
+        raise ApiError(422, "invalid_input", f"files must lie inside the workspace: {outside}")
+    with svc.database.transaction() as session:
+        register_agent(
+            session, body.agent_id, name=body.name, entry_point=body.entry_point, initial_grant=from_micros(grant)
+        )
+        if grant:
+            apply(
+                session,
+                economy.grant(body.agent_id, from_micros(grant), idempotency_key=f"admin:create:{body.agent_id}"),
+            )
+        for path, content in files.items():
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(content)
+            if path.suffix == ".sh":
+                path.chmod(0o755)
+        session.flush()
+        return agent_out(session, session.get_one(Agent, body.agent_id))
+
+
+@admin.get("/agents", response_model=list[AgentOut])
+def list_agents(svc: ServicesDep) -> list[AgentOut]:
+    with svc.database.reader() as session:
+        return [
+            agent_out(session, agent) for agent in session.scalars(select(Agent).order_by(Agent.created_at, Agent.id))
+        ]
+
+
+@admin.get("/agents/{agent_id}", response_model=AgentDetailOut)
+def inspect_agent(svc: ServicesDep, agent_id: str) -> AgentDetailOut:
+    with svc.database.reader() as session:
+        agent = session.get(Agent, agent_id)
+        if agent is None:
+            raise ApiError(404, "unknown_agent", f"no such agent: {agent_id}")
+        executions = session.scalars(
+            select(Execution).where(Execution.agent_id == agent_id).order_by(Execution.allocated_at.desc()).limit(20)
+        ).all()
+        bids = session.scalars(
+            select(Bid).where(Bid.agent_id == agent_id, Bid.status == "pending").order_by(Bid.seq)
+        ).all()
+        return AgentDetailOut(
+            agent=agent_out(session, agent),
+            executions=[
+                ExecutionOut(
+                    execution_id=e.id,
+                    agent_id=e.agent_id,
+                    status=e.status,
+                    reason=e.reason,
+                    bid_id=e.bid_id,
+                    started_at=e.started_at,
+                    ended_at=e.ended_at,
+                    exit_code=e.exit_code,
+                    signal=e.signal,
+                    cpu_seconds=e.cpu_seconds,
+                    peak_memory_bytes=e.peak_memory_bytes,
+                )
+                for e in executions
+            ],
+            pending_bids=[bid_out(b) for b in bids],
+        )
+
+
+@admin.post("/grant", response_model=ReceiptOut)
+def admin_grant(svc: ServicesDep, body: GrantIn, key: IdempotencyKey) -> ReceiptOut:
+    operation = economy.grant(body.agent_id, body.amount, idempotency_key=f"admin:{key}", reason=body.reason)
+    return receipt_out(svc.ledger.execute(operation))
+
+
+@admin.post("/reward", response_model=ReceiptOut)
+def admin_reward(svc: ServicesDep, body: RewardIn, key: IdempotencyKey) -> ReceiptOut:
+    settings = svc.settings
+    weights = (settings.reward_weight_interesting, settings.reward_weight_useful, settings.reward_weight_understandable)
+    operation = economy.reward(
+        body.agent_id,
+        interesting=body.interesting,
+        useful=body.useful,
+        understandable=body.understandable,
+        weights=weights,
+        idempotency_key=f"admin:{key}",
+        prompt_id=body.prompt_id,
+    )
+    return receipt_out(svc.ledger.execute(operation))
+
+
+@admin.post("/bids", response_model=BidOut)
+def admin_bid(svc: ServicesDep, body: AdminBidIn, key: IdempotencyKey) -> BidOut:
+    placed = svc.market.place_bid(
+        body.agent_id,
+        body.bundle,
+        body.amount,
+        idempotency_key=f"admin:{key}",
+        lifetime_cycles=body.lifetime_cycles,
+        on_behalf_of=body.on_behalf_of,
+    )
+    return placed_out(placed)
+
+
+@admin.delete("/bids/{bid_id}", response_model=BidOut)
+def admin_cancel_bid(svc: ServicesDep, bid_id: str) -> BidOut:
+    with svc.database.reader() as session:
+        bidder = session.scalar(select(Bid.agent_id).where(Bid.id == bid_id))
+    if bidder is None:
+        raise ApiError(404, "not_found", f"no bid {bid_id}")
+    return placed_out(svc.market.cancel_bid(bidder, bid_id))
+
+
+@admin.post("/executions/{execution_id}/kill", status_code=202)
+async def admin_kill(svc: ServicesDep, execution_id: str) -> dict[str, str]:
+    if svc.executions is None or not await svc.executions.kill(execution_id):
+        raise ApiError(404, "not_found", f"execution {execution_id} is not running here")
+    return {"execution_id": execution_id, "status": "killing"}
+
+
+def create_app(svc: Services) -> FastAPI:
+    app = FastAPI(
+        title="Syntropism System Service",
+        version="1",
+        description="The agents' only window onto the economy. Authenticate with `Authorization: Bearer "
+        "$SYNTROPISM_TOKEN`; send an `Idempotency-Key` header with every write.",
+    )
+    app.state.services = svc
+    install_error_handlers(app)
+
+    @app.get("/health", tags=["health"])
+    def health() -> dict[str, str]:
+        return {"status": "ok"}
+
+    for router in (economic, market, social, later, admin):
+        app.include_router(router)
+    return app

@@ -1,0 +1,142 @@
+"""End to end: reference agents — one written with the SDK, one in shell with curl — run inside the sandbox,
+bid, win, run, and bid again, in a running economy."""
+
+from __future__ import annotations
+
+import asyncio
+from collections import Counter
+from pathlib import Path
+
+import httpx
+
+from syntropism.config import Settings
+from syntropism.core.execution import Outcome
+from syntropism.core.runtime import Runtime, open_bus
+from syntropism.domain.events import TerminationReason
+from tests.support.waiting import eventually
+
+AGENTS = Path(__file__).resolve().parents[2] / "agents"
+FIRST_BID = {"cpu_percent": "0.4", "memory_percent": "0.05", "duration_seconds": 3}
+
+
+async def test_an_sdk_agent_and_a_curl_agent_bid_win_run_and_bid_again(tmp_path: Path) -> None:
+    settings = Settings(
+        state_dir=tmp_path / "state",
+        clearing_interval_seconds=0.2,
+        cpu_cores=1,
+        memory_bytes=2 * 2**30,
+        operator_token="operator",
+    )
+    runtime = Runtime(settings)
+    await runtime.start()
+    completed: Counter[str] = Counter()
+    outcomes: list[Outcome] = []
+    enough = asyncio.Event()
+
+    def on_end(outcome: Outcome) -> None:
+        outcomes.append(outcome)
+        if outcome.reason is TerminationReason.COMPLETED:
+            completed[outcome.agent_id] += 1
+        if all(completed[a] >= 2 for a in ("sdk-agent", "curl-agent")):
+            enough.set()
+
+    try:
+        assert runtime.executions is not None and runtime.api is not None
+        runtime.executions.on_terminated(on_end)
+        async with httpx.AsyncClient(base_url=runtime.api.url, headers={"Authorization": "Bearer operator"}) as admin:
+            for agent_id, folder, entry in (
+                ("sdk-agent", "random_bidder", "main.py"),
+                ("curl-agent", "curl_bidder", "main.sh"),
+            ):
+                code = (AGENTS / folder / entry).read_text()
+                created = await admin.post(
+                    "/admin/agents",
+                    json={"agent_id": agent_id, "files": {entry: code}, "entry_point": entry, "initial_grant": "50"},
+                )
+                assert created.status_code == 201, created.text
+                first = await admin.post(
+                    "/admin/bids",
+                    headers={"Idempotency-Key": f"first-{agent_id}"},
+                    json={"agent_id": agent_id, "bundle": FIRST_BID, "amount": "1"},
+                )
+                assert first.status_code == 200, first.text
+        runtime.start_clearing()
+        async with asyncio.timeout(60):
+            await enough.wait()
+    finally:
+        await runtime.stop()
+
+    failures = [o for o in outcomes if o.reason is not TerminationReason.COMPLETED or o.exit_code != 0]
+    logs = {p.name: p.read_text() for p in settings.logs_dir.rglob("*.log")}
+    assert not failures, (failures, logs)
+    layers = set(outcomes[0].layers["applied"])  # type: ignore[arg-type]
+    assert {"filesystem", "network", "pid-namespace"} <= layers, "they ran inside the sandbox"
+    async with open_bus(settings) as bus:
+        events = [received.event async for received in bus.read(["market.bid_placed", "execution.started"])]
+    for agent_id in ("sdk-agent", "curl-agent"):
+        own_bids = [e for e in events if e.type == "market.bid_placed" and e.agent_id == agent_id]
+        runs = [e for e in events if e.type == "execution.started" and e.agent_id == agent_id]
+        assert len(runs) >= 2 and len(own_bids) >= 2, (agent_id, len(runs), len(own_bids))
+        # The second run was won by a bid the agent placed itself, from inside its first run.
+        assert runs[1].data.bid_id in {b.data.bid_id for b in own_bids[1:]}  # type: ignore[attr-defined]
+    workspace = settings.effective_workspace_root
+    assert '"runs": ' in (workspace / "curl-agent" / "state.json").read_text()
+    assert '"runs": ' in (workspace / "sdk-agent" / "state.json").read_text()
+
+
+async def test_the_broker_wakes_the_thinker_when_cpu_is_cheap_and_the_conservative_bidder_keeps_going(
+    tmp_path: Path,
+) -> None:
+    settings = Settings(
+        state_dir=tmp_path / "state",
+        clearing_interval_seconds=0.2,
+        cpu_cores=2,
+        memory_bytes=4 * 2**30,
+        operator_token="operator",
+    )
+    runtime = Runtime(settings)
+    await runtime.start()
+    completed: Counter[str] = Counter()
+    enough = asyncio.Event()
+
+    def on_end(outcome: Outcome) -> None:
+        if outcome.reason is TerminationReason.COMPLETED:
+            completed[outcome.agent_id] += 1
+        if completed["thinker"] >= 1 and completed["broker"] >= 2 and completed["conservative"] >= 2:
+            enough.set()
+
+    try:
+        assert runtime.executions is not None and runtime.api is not None
+        runtime.executions.on_terminated(on_end)
+        team = {"team.json": '{"thinker": "thinker"}'}
+        async with httpx.AsyncClient(base_url=runtime.api.url, headers={"Authorization": "Bearer operator"}) as admin:
+            for agent_id, extra, first_bid in (
+                ("broker", team, True),
+                ("thinker", {}, False),  # it never bids: only the broker wakes it
+                ("conservative", {}, True),
+            ):
+                files = {"main.py": (AGENTS / agent_id / "main.py").read_text(), **extra}
+                created = await admin.post(
+                    "/admin/agents", json={"agent_id": agent_id, "files": files, "initial_grant": "100"}
+                )
+                assert created.status_code == 201, created.text
+                if first_bid:
+                    placed = await admin.post(
+                        "/admin/bids",
+                        headers={"Idempotency-Key": f"first-{agent_id}"},
+                        json={"agent_id": agent_id, "bundle": FIRST_BID, "amount": "1"},
+                    )
+                    assert placed.status_code == 200, placed.text
+        runtime.start_clearing()
+        async with asyncio.timeout(60):
+            await enough.wait()
+        broker_state = settings.effective_workspace_root / "broker" / "state.json"
+        await eventually(lambda: "reports" in broker_state.read_text(), within=30, what="the broker read a report")
+    finally:
+        await runtime.stop()
+
+    async with open_bus(settings) as bus:
+        awake = [r.event async for r in bus.read(["agent.awake"]) if r.event.agent_id == "thinker"]
+    assert awake and awake[0].data.woken_by == "broker"  # type: ignore[attr-defined]
+    thinker_state = (settings.effective_workspace_root / "thinker" / "state.json").read_text()
+    assert '"results": [' in thinker_state
