@@ -9,12 +9,14 @@ first result, a different request under the same key is refused (409). The opera
 from __future__ import annotations
 
 import hmac
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
-from typing import Annotated
+from typing import Annotated, Any, TypeVar
 
 from fastapi import APIRouter, Depends, FastAPI, Header, Query, Request
+from fastapi.concurrency import run_in_threadpool
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
-from sqlalchemy import select
+from sqlalchemy import bindparam, select
 
 from syntropism.api.errors import ApiError, install_error_handlers
 from syntropism.api.schemas import (
@@ -53,6 +55,7 @@ from syntropism.infra.database import Database
 from syntropism.infra.ledger import Ledger, Receipt, apply
 from syntropism.infra.tables import Agent, Bid, Execution
 
+T = TypeVar("T")
 ERRORS = {status: {"model": ErrorBody} for status in (401, 402, 403, 404, 409, 422)}
 IdempotencyKey = Annotated[
     str,
@@ -100,31 +103,44 @@ class Caller:
     execution_id: str
 
 
+TOKEN_LOOKUP = select(Execution.id, Execution.agent_id, Execution.status).where(
+    Execution.token_hash == bindparam("token_hash")
+)
 bearer = HTTPBearer(auto_error=False, description="The token of a running execution (SYNTROPISM_TOKEN)")
 operator_bearer = HTTPBearer(auto_error=False, scheme_name="OperatorToken", description="The operator token")
 
 
-def services(request: Request) -> Services:
+async def services(request: Request) -> Services:  # async: no thread hop for a lookup
     return request.app.state.services  # type: ignore[no-any-return]
 
 
 ServicesDep = Annotated[Services, Depends(services)]
 
 
-def caller(svc: ServicesDep, credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)]) -> Caller:
+async def read(svc: Services, query: Callable[..., T], *args: Any) -> T:
+    """Run a short read. On SQLite it runs right here on the event loop — a WAL read never waits for a writer,
+    and a thread hop costs more than the read; on a database server it runs in the thread pool."""
+    if svc.database.backend == "sqlite":
+        return query(*args)
+    return await run_in_threadpool(query, *args)
+
+
+async def caller(
+    svc: ServicesDep, credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)]
+) -> Caller:
     if credentials is None:
         raise ApiError(401, "missing_token", "send Authorization: Bearer <SYNTROPISM_TOKEN>")
-    with svc.database.reader() as session:
-        row = session.execute(
-            select(Execution.id, Execution.agent_id, Execution.status).where(
-                Execution.token_hash == hash_token(credentials.credentials)
-            )
-        ).one_or_none()
+    row = await read(svc, _execution_of, svc.database, hash_token(credentials.credentials))
     if row is None:
         raise ApiError(401, "invalid_token", "this token belongs to no execution")
     if row.status != "running":
         raise ApiError(401, "token_expired", f"execution {row.id} has ended; its token is no longer valid")
     return Caller(row.agent_id, row.id)
+
+
+def _execution_of(database: Database, token_hash: str) -> Any:
+    with database.read_connection() as connection:
+        return connection.execute(TOKEN_LOOKUP, {"token_hash": token_hash}).one_or_none()
 
 
 def operator(
@@ -187,8 +203,8 @@ economic = APIRouter(prefix="/economic", tags=["economic"], responses=ERRORS)
 
 
 @economic.get("/balance", response_model=BalanceOut)
-def get_balance(svc: ServicesDep, me: CallerDep) -> BalanceOut:
-    balance = svc.ledger.balance(me.agent_id)
+async def get_balance(svc: ServicesDep, me: CallerDep) -> BalanceOut:
+    balance = await read(svc, svc.ledger.balance, me.agent_id)
     return BalanceOut(agent_id=me.agent_id, available=balance.available, locked=balance.locked)
 
 
@@ -431,7 +447,7 @@ def create_app(svc: Services) -> FastAPI:
     install_error_handlers(app)
 
     @app.get("/health", tags=["health"])
-    def health() -> dict[str, str]:
+    async def health() -> dict[str, str]:
         return {"status": "ok"}
 
     for router in (economic, market, social, later, admin):

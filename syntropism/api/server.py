@@ -52,6 +52,7 @@ class ApiServer:
 
     async def start(self) -> None:
         tcp = socket.create_server((self.host, self.port), reuse_port=False)
+        tcp.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)  # accepted connections inherit it: no Nagle delay
         self.port = tcp.getsockname()[1]
         sockets = [tcp]
         if self.socket_path is not None:

@@ -20,7 +20,7 @@ from decimal import Decimal
 from types import SimpleNamespace
 from typing import Any
 
-from sqlalchemy import Connection, PoolProxiedConnection, Row, func, insert, or_, select
+from sqlalchemy import Connection, PoolProxiedConnection, Row, bindparam, func, insert, or_, select
 from sqlalchemy.orm import Session
 
 from syntropism.domain.economy import (
@@ -49,6 +49,9 @@ from syntropism.infra.telemetry import trace_headers
 log = logging.getLogger(__name__)
 
 ACCOUNTS = Account.__table__
+BALANCE = select(ACCOUNTS.c.id, ACCOUNTS.c.credits_micros - ACCOUNTS.c.debits_micros).where(
+    ACCOUNTS.c.id.in_(bindparam("accounts", expanding=True))
+)
 MAX_BATCH = 1000
 RETRIES = 5
 
@@ -229,21 +232,23 @@ class Ledger:
         """One transaction on the writer's own connection: no pool checkout, no ORM, one commit (one fsync)."""
         for attempt in range(1, RETRIES + 1):
             writer = self._writer_connection()
-            try:
-                self.database.begin_write(writer.driver_connection)
-                results: list[Receipt | BaseException] = list(
-                    apply_batch_raw(writer.driver_connection, self._sql, requests)
-                )
-                writer.commit()
-            except BaseException as exc:
-                lost = self._abandon(writer, exc)
-                # PostgreSQL: a concurrent writer took the same idempotency key, or a deadlock/serialization
-                # failure: nothing was written, and the retry sees what the other committed. A lost connection
-                # may have lost the commit or only its acknowledgement: the retry's idempotency keys tell which.
-                if attempt == RETRIES or not (lost or _retryable(exc)):
-                    raise
-                log.warning("ledger batch retry %d after %s", attempt, type(exc).__name__)
-                continue
+            with self.database.writing():
+                try:
+                    self.database.begin_write(writer.driver_connection)
+                    results: list[Receipt | BaseException] = list(
+                        apply_batch_raw(writer.driver_connection, self._sql, requests)
+                    )
+                    writer.commit()
+                except BaseException as exc:
+                    lost = self._abandon(writer, exc)  # rolled back before the next writer's turn
+                    # PostgreSQL: a concurrent writer took the same idempotency key, or a deadlock/serialization
+                    # failure: nothing was written, and the retry sees what the other committed. A lost
+                    # connection may have lost the commit or only its acknowledgement: the retry's idempotency
+                    # keys tell which.
+                    if attempt == RETRIES or not (lost or _retryable(exc)):
+                        raise
+                    log.warning("ledger batch retry %d after %s", attempt, type(exc).__name__)
+                    continue
             crash_point("ledger.after_commit")
             if any(isinstance(r, Receipt) and not r.replayed for r in results):
                 self.database.events_committed()
@@ -276,13 +281,9 @@ class Ledger:
         return self._committer.execute((operation, trace_headers()))
 
     def balance(self, agent_id: str) -> Balance:
-        with self.database.reader() as session:
+        with self.database.read_connection() as connection:
             rows = dict(
-                session.execute(
-                    select(ACCOUNTS.c.id, ACCOUNTS.c.credits_micros - ACCOUNTS.c.debits_micros).where(
-                        ACCOUNTS.c.id.in_([available_account(agent_id), locked_account(agent_id)])
-                    )
-                ).all()
+                connection.execute(BALANCE, {"accounts": [available_account(agent_id), locked_account(agent_id)]}).all()
             )
         if not rows:
             raise LedgerError("unknown_agent", f"no such agent: {agent_id}")
