@@ -20,6 +20,7 @@ from rich.console import Console
 from rich.logging import RichHandler
 from rich.table import Table
 
+from syntropism.api.server import OPERATOR_TOKEN_FILE
 from syntropism.config import ENV_PREFIX, ConfigError, Settings, load_settings, parse_overrides
 from syntropism.core.allocation import CycleReport
 from syntropism.core.runtime import Runtime, open_bus
@@ -127,6 +128,16 @@ def run(
                 f"{settings.clearing_interval_seconds:g}s; "
                 + (f"stopping after {until} (or Ctrl-C)." if until else "Ctrl-C to stop.")
             )
+            if runtime.api is not None:
+                token_source = (
+                    "operator_token setting"
+                    if settings.operator_token
+                    else str((settings.state_dir / OPERATOR_TOKEN_FILE).resolve())
+                )
+                console.print(
+                    f"System Service at {runtime.api.url} (OpenAPI: {runtime.api.url}/docs); "
+                    f"operator token in {token_source}"
+                )
             await runtime.wait(seconds)
             console.print("Stopping: draining the outbox …")
         assert runtime.relay is not None
