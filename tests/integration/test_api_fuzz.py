@@ -9,13 +9,8 @@ import pytest
 import schemathesis
 from hypothesis import HealthCheck, settings
 
-from syntropism.api.app import Services, create_app
-from syntropism.config import Settings
-from syntropism.domain import economy as E
-from syntropism.infra.agents import register_agent
-from syntropism.infra.database import Database
-from tests.integration.test_api import OPERATOR, Api
-from tests.support.api import serving
+from syntropism.api.app import create_app
+from tests.support.api import OPERATOR, Api, running_api
 
 EXAMPLES_PER_OPERATION = 12
 NOT_YET_ON_OFFER = {"/attention/prompt", "/intelligence/inference"}
@@ -23,21 +18,11 @@ NOT_YET_ON_OFFER = {"/attention/prompt", "/intelligence/inference"}
 
 @pytest.fixture(scope="module")
 def fuzzed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Api]:
-    state = tmp_path_factory.mktemp("fuzz") / "state"
-    config = Settings(state_dir=state, operator_token=OPERATOR, api_port=0)
-    database = Database(config.effective_database_url)
-    database.migrate()
-    with database.transaction() as session:
-        for agent_id in ("alice", "bob"):
-            register_agent(session, agent_id)
-    services = Services.build(database, config, OPERATOR)
-    for agent_id in ("alice", "bob"):
-        services.ledger.execute(E.grant(agent_id, 100, idempotency_key=f"grant-{agent_id}"))
-    (services.social.workspace_of("alice") / "main.py").parent.mkdir(parents=True, exist_ok=True)
-    (services.social.workspace_of("alice") / "main.py").write_text("print('code to spawn from')\n")
-    with serving(create_app(services)) as server:
-        yield Api(services, server.url)
-    database.dispose()
+    with running_api(tmp_path_factory.mktemp("fuzz") / "state") as built:
+        workspace = built.services.social.workspace_of("alice")
+        workspace.mkdir(parents=True, exist_ok=True)
+        (workspace / "main.py").write_text("print('code to spawn from')\n")  # something to spawn from
+        yield built
 
 
 # The schema the service publishes; requests then go over real HTTP to the server the fixture runs.

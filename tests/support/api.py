@@ -3,14 +3,26 @@
 from __future__ import annotations
 
 import asyncio
+import secrets
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
+import httpx
 from fastapi import FastAPI
+from sqlalchemy import func, select
 
+from syntropism.api.app import Services, create_app
 from syntropism.api.server import ApiServer
+from syntropism.config import Settings
+from syntropism.core.execution import hash_token
+from syntropism.domain import economy as E
+from syntropism.domain.models import time_ordered_id
+from syntropism.infra.agents import register_agent
+from syntropism.infra.database import Database
+from syntropism.infra.tables import Agent, Bid, Execution, Message, Transfer
 
 
 @contextmanager
@@ -43,3 +55,87 @@ def serving(app: FastAPI, socket_path: Path | None = None) -> Iterator[ApiServer
         loop.call_soon_threadsafe(stop.set)
         thread.join(30)
         loop.close()
+
+
+OPERATOR = "operator-secret"
+
+
+class Api:
+    def __init__(self, services: Services, url: str) -> None:
+        self.services = services
+        self.url = url
+        self.http = httpx.Client(base_url=url, timeout=10)
+        self.tokens: dict[str, str] = {}
+
+    def start_execution(self, agent_id: str, status: str = "running") -> str:
+        """A running execution of ``agent_id`` and its token, as the execution manager leaves them."""
+        token = secrets.token_urlsafe(32)
+        with self.services.database.transaction() as session:
+            session.add(
+                Execution(
+                    id=time_ordered_id(),
+                    agent_id=agent_id,
+                    cycle=0,
+                    status=status,
+                    cpu_ppm=0,
+                    memory_ppm=0,
+                    tokens_ppm=0,
+                    attention_ppm=0,
+                    duration_ms=1000,
+                    token_hash=hash_token(token),
+                )
+            )
+        return token
+
+    def as_agent(self, agent_id: str) -> dict[str, str]:
+        if agent_id not in self.tokens:
+            self.tokens[agent_id] = self.start_execution(agent_id)
+        return {"Authorization": f"Bearer {self.tokens[agent_id]}"}
+
+    def call(
+        self, method: str, path: str, agent: str | None = None, key: str | None = None, **kwargs: Any
+    ) -> httpx.Response:
+        headers = dict(kwargs.pop("headers", {}))
+        if agent is not None:
+            headers |= self.as_agent(agent)
+        if key is not None:
+            headers["Idempotency-Key"] = key
+        return self.http.request(method, path, headers=headers, **kwargs)
+
+    def admin(self, method: str, path: str, key: str | None = None, **kwargs: Any) -> httpx.Response:
+        headers = {"Authorization": f"Bearer {OPERATOR}"} | ({"Idempotency-Key": key} if key else {})
+        return self.http.request(method, path, headers=headers, **kwargs)
+
+    def snapshot(self) -> tuple[object, ...]:
+        """Everything a refused call must leave as it was (events of refusals, such as bid_rejected, aside)."""
+        ledger = self.services.ledger
+        with self.services.database.reader() as session:
+            counts = tuple(
+                session.scalar(select(func.count()).select_from(table)) for table in (Transfer, Bid, Message, Agent)
+            )
+        balances = tuple(ledger.balance(a) for a in ("alice", "bob"))
+        return counts + balances
+
+
+@contextmanager
+def running_api(state_dir: Path) -> Iterator[Api]:
+    """A System Service with agents alice and bob (100 credits each), over real HTTP; on leaving, the ledger
+    invariant must hold."""
+    settings = Settings(state_dir=state_dir, operator_token=OPERATOR)
+    database = Database(settings.effective_database_url)
+    database.migrate()
+    with database.transaction() as session:
+        for agent_id in ("alice", "bob"):
+            register_agent(session, agent_id)
+    services = Services.build(database, settings, OPERATOR)
+    for agent_id in ("alice", "bob"):
+        services.ledger.execute(E.grant(agent_id, 100, idempotency_key=f"grant-{agent_id}"))
+    try:
+        with serving(create_app(services)) as server:
+            built = Api(services, server.url)
+            yield built
+            built.http.close()
+        report = services.ledger.verify()
+        assert report.ok, f"the ledger invariant must hold: {report}"
+    finally:
+        database.dispose()
