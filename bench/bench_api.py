@@ -20,6 +20,8 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
@@ -29,7 +31,7 @@ TARGET_BALANCE_P99_C1_MS = 5.0
 BUNDLE = {"cpu_percent": "0.001", "duration_seconds": 1}
 
 
-def serve(state_dir: Path) -> None:
+def serve(state_dir: Path, overrides: dict[str, object]) -> None:
     """The server process: one funded agent with a running execution; prints the port and token, then serves."""
     from syntropism.api.app import Services, create_app
     from syntropism.api.server import ApiServer
@@ -41,7 +43,7 @@ def serve(state_dir: Path) -> None:
     from syntropism.infra.database import Database
     from syntropism.infra.tables import Execution
 
-    settings = Settings(state_dir=state_dir, operator_token="bench")
+    settings = Settings(state_dir=state_dir, operator_token="bench", **overrides)
     database = Database(settings.effective_database_url)
     database.migrate()
     token = secrets.token_urlsafe(32)
@@ -51,7 +53,7 @@ def serve(state_dir: Path) -> None:
         session.add(
             Execution(
                 id=time_ordered_id(), agent_id="bencher", cycle=0, status="running", cpu_ppm=0, memory_ppm=0,
-                tokens_ppm=0, attention_ppm=0, duration_ms=3_600_000, token_hash=hash_token(token),
+                tokens_ppm=1_000_000, attention_ppm=0, duration_ms=3_600_000, token_hash=hash_token(token),
             )
         )  # fmt: skip
     services = Services.build(database, settings, "bench")
@@ -162,17 +164,12 @@ async def bench(url: str, token: str, requests: int) -> list[dict[str, object]]:
     return results
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--requests", type=int, default=2000, help="requests per GET measurement (bids: a quarter)")
-    parser.add_argument("--serve", type=Path, help=argparse.SUPPRESS)
-    args = parser.parse_args()
-    if args.serve:
-        serve(args.serve)
-        return
+@contextmanager
+def api_server(overrides: dict[str, object] | None = None) -> Iterator[tuple[str, str]]:
+    """The System Service in a process of its own, on fresh state; yields its URL and an agent's token."""
     with tempfile.TemporaryDirectory(prefix="bench-api-") as tmp:
         server = subprocess.Popen(
-            [sys.executable, __file__, "--serve", tmp],
+            [sys.executable, __file__, "--serve", tmp, "--settings", json.dumps(overrides or {})],
             stdout=subprocess.PIPE,
             text=True,
             env={**os.environ, "SYNTROPISM_LOG_LEVEL": "WARNING"},
@@ -180,10 +177,23 @@ def main() -> None:
         try:
             assert server.stdout is not None
             ready = json.loads(server.stdout.readline())
-            results = asyncio.run(bench(ready["url"], ready["token"], args.requests))
+            yield ready["url"], ready["token"]
         finally:
             server.terminate()
             server.wait(10)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--requests", type=int, default=2000, help="requests per GET measurement (bids: a quarter)")
+    parser.add_argument("--serve", type=Path, help=argparse.SUPPRESS)
+    parser.add_argument("--settings", default="{}", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.serve:
+        serve(args.serve, json.loads(args.settings))
+        return
+    with api_server() as (url, token):
+        results = asyncio.run(bench(url, token, args.requests))
     print(json.dumps(results))
 
 

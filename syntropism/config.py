@@ -102,6 +102,20 @@ class Settings(BaseSettings):
     execution_poll_seconds: float = Field(0.05, gt=0, description="How often a running execution's usage is read.")
     kill_grace_seconds: float = Field(5.0, ge=0, description="On stop, how long running agents get to finish.")
 
+    # Intelligence (an OpenAI-compatible upstream: a hosted API, vLLM, Ollama, llama.cpp server).
+    llm_base_url: str | None = Field(
+        None, description="Upstream base URL, e.g. http://localhost:11434/v1; unset: none."
+    )
+    llm_api_key: str | None = Field(None, description="Bearer key for the upstream, if it needs one.")
+    llm_default_model: str | None = Field(None, description="Upstream model when a request names none.")
+    llm_model_map: dict[str, str] = Field(
+        default_factory=dict, description="Model names agents use → upstream model names (JSON object)."
+    )
+    llm_timeout_seconds: float = Field(60.0, gt=0, description="How long to wait for the upstream.")
+    llm_window_seconds: float = Field(
+        60.0, gt=0, description="LLM_SPEND_LIMIT holds over this rolling window (its burst: limit × window)."
+    )
+
     # System Service.
     api_host: str = Field("127.0.0.1", description="System Service bind address.")
     api_port: int = Field(8765, ge=0, le=65535, description="System Service port (0: any free port).")
@@ -114,7 +128,7 @@ class Settings(BaseSettings):
     )
     service_name: str = Field("syntropism", description="OpenTelemetry service.name.")
 
-    @field_validator("database_url", "nats_url", "operator_token", mode="before")
+    @field_validator("database_url", "nats_url", "operator_token", "llm_base_url", "llm_api_key", mode="before")
     @classmethod
     def _empty_is_unset(cls, value: Any) -> Any:
         return None if value == "" else value

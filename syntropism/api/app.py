@@ -13,7 +13,7 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from typing import Annotated, Any, TypeVar
 
-from fastapi import APIRouter, Depends, FastAPI, Header, Query, Request
+from fastapi import APIRouter, Depends, FastAPI, Header, Query, Request, Response
 from fastapi.concurrency import run_in_threadpool
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy import bindparam, select
@@ -46,6 +46,7 @@ from syntropism.api.schemas import (
 )
 from syntropism.config import Settings
 from syntropism.core.execution import ExecutionManager, hash_token
+from syntropism.core.intelligence import IntelligenceService
 from syntropism.core.market import MarketManager, PlacedBid, bundle_of
 from syntropism.core.social import SocialService, balances_of
 from syntropism.domain import economy
@@ -78,6 +79,7 @@ class Services:
     market: MarketManager
     social: SocialService
     operator_token: str
+    intelligence: IntelligenceService
     executions: ExecutionManager | None = None
 
     @classmethod
@@ -91,6 +93,7 @@ class Services:
             MarketManager(database, settings),
             SocialService(database, settings),
             operator_token,
+            IntelligenceService(database, settings),
             executions,
         )
 
@@ -307,9 +310,19 @@ def post_prompt(me: CallerDep, body: PromptIn, key: IdempotencyKey) -> None:
     raise ApiError(501, "not_available", "the human's attention is not on offer yet (it arrives with attention)")
 
 
-@later.post("/intelligence/inference")
-def post_inference(me: CallerDep, body: InferenceIn, key: IdempotencyKey) -> None:
-    raise ApiError(501, "not_available", "LLM inference is not on offer yet (it arrives with the intelligence service)")
+@later.post(
+    "/intelligence/inference",
+    responses={
+        429: {"model": ErrorBody},
+        502: {"model": ErrorBody},
+        503: {"model": ErrorBody},
+        504: {"model": ErrorBody},
+    },
+)
+async def post_inference(svc: ServicesDep, me: CallerDep, body: InferenceIn, key: IdempotencyKey) -> Response:
+    """An OpenAI-compatible chat completion (streamed when ``stream`` is true), metered against your quota."""
+    request = body.model_dump(exclude_none=True)
+    return await svc.intelligence.infer(me.agent_id, me.execution_id, request, key)
 
 
 # --- the operator's endpoints --------------------------------------------------------------------------------

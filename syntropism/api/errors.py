@@ -9,6 +9,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from syntropism.core.intelligence import InferenceRefused
 from syntropism.core.social import SocialError
 from syntropism.domain.economy import LedgerError
 from syntropism.domain.market import BidRejected
@@ -24,6 +25,7 @@ KINDS = {
     405: "method_not_allowed",
     409: "conflict",
     422: "invalid_request",
+    429: "too_many_requests",
     500: "internal_error",
     501: "not_implemented",
     503: "unavailable",
@@ -78,6 +80,10 @@ def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(SocialError)
     async def _social_error(_request: Request, exc: SocialError) -> JSONResponse:
         return error_response(STATUS_OF_REASON.get(exc.reason, 422), exc.reason, exc.detail)
+
+    @app.exception_handler(InferenceRefused)
+    async def _inference_refused(_request: Request, exc: InferenceRefused) -> JSONResponse:
+        return error_response(exc.status, exc.reason, exc.detail, exc.headers)
 
     @app.exception_handler(RequestValidationError)
     async def _invalid(_request: Request, exc: RequestValidationError) -> JSONResponse:

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from datetime import datetime
 from decimal import Decimal
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, PlainSerializer
 
@@ -151,10 +151,14 @@ class PromptIn(Model):
 
 
 class InferenceIn(BaseModel):
-    model_config = ConfigDict(extra="allow")  # an OpenAI-compatible chat request, passed on
+    """An OpenAI-compatible chat completion request; fields beyond these are passed on to the upstream."""
 
-    model: str | None = None
-    messages: list[dict[str, object]] = Field(min_length=1)
+    model_config = ConfigDict(extra="allow")
+
+    model: Annotated[str, Field(max_length=200)] | None = None
+    messages: list[dict[str, Any]] = Field(min_length=1)
+    max_tokens: Annotated[int, Field(ge=1)] | None = Field(None, description="Default: what is left of the quota")
+    stream: bool = False
 
 
 # --- admin ---------------------------------------------------------------------------------------------------

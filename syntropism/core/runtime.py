@@ -83,7 +83,10 @@ class Runtime:
         sandbox = await asyncio.to_thread(Sandbox.detect, self.settings.sandbox_disable)
         socket_path = socket_path_for(self.settings)
         self.executions = ExecutionManager(self.database, self.settings, sandbox, service_socket=socket_path)
-        self.services = Services.build(self.database, self.settings, operator_token(self.settings), self.executions)
+        self.services = services = Services.build(
+            self.database, self.settings, operator_token(self.settings), self.executions
+        )
+        self.executions.on_terminated(lambda outcome: services.intelligence.forget(outcome.execution_id))
         self.api = ApiServer(create_app(self.services), self.settings.api_host, self.settings.api_port, socket_path)
         await self.api.start()
         self._tasks.append(asyncio.create_task(self.executions.run(self.stopping), name="execution-manager"))
@@ -151,6 +154,8 @@ class Runtime:
                 if self.api is not None:
                     await self.api.stop()
                     self.api = None
+                if self.services is not None:
+                    await self.services.intelligence.close()
                 self._relay_stopping.set()
             try:
                 await task

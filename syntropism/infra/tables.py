@@ -195,6 +195,7 @@ class Execution(BundleColumns, Base):
     sandbox_layers: Mapped[str | None] = mapped_column(Text)  # JSON: applied and missing layers
     token_hash: Mapped[str | None] = mapped_column(String(64), unique=True)  # sha256 of the execution's token
     detail: Mapped[str | None] = mapped_column(Text)  # why it ended, in words
+    tokens_consumed: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")  # LLM tokens metered
 
     __table_args__ = (
         CheckConstraint("status IN ('allocated', 'running', 'terminated')", name="status"),
@@ -219,6 +220,17 @@ class Message(Base):
         UniqueConstraint("from_agent_id", "idempotency_key"),
         Index("ix_messages_inbox", "to_agent_id", "delivered_execution_id"),
     )
+
+
+class SpendBucket(Base):
+    """The system-wide LLM token bucket (LLM_SPEND_LIMIT), shared by every runtime on this database."""
+
+    __tablename__ = "spend_buckets"
+
+    name: Mapped[str] = mapped_column(String(32), primary_key=True)
+    level: Mapped[float] = mapped_column()  # tokens available now (a measure, not money)
+    refreshed_at: Mapped[float] = mapped_column()  # epoch seconds of the last refill
+    version: Mapped[int] = mapped_column(BigInteger)  # compare-and-set: a change applies only on its version
 
 
 class MarketState(Base):

@@ -4,6 +4,7 @@ bid, win, run, and bid again, in a running economy."""
 from __future__ import annotations
 
 import asyncio
+import json
 from collections import Counter
 from pathlib import Path
 
@@ -13,6 +14,7 @@ from syntropism.config import Settings
 from syntropism.core.execution import Outcome
 from syntropism.core.runtime import Runtime, open_bus
 from syntropism.domain.events import TerminationReason
+from tests.support.fake_llm import fake_llm
 from tests.support.waiting import eventually
 
 AGENTS = Path(__file__).resolve().parents[2] / "agents"
@@ -140,3 +142,49 @@ async def test_the_broker_wakes_the_thinker_when_cpu_is_cheap_and_the_conservati
     assert awake and awake[0].data.woken_by == "broker"  # type: ignore[attr-defined]
     thinker_state = (settings.effective_workspace_root / "thinker" / "state.json").read_text()
     assert '"results": [' in thinker_state
+
+
+async def test_the_poet_thinks_with_the_llm_from_inside_the_sandbox(tmp_path: Path) -> None:
+    with fake_llm() as (llm_url, calls):
+        settings = Settings(
+            state_dir=tmp_path / "state",
+            clearing_interval_seconds=0.2,
+            cpu_cores=1,
+            memory_bytes=2 * 2**30,
+            operator_token="operator",
+            llm_base_url=llm_url,
+            llm_spend_limit=100,  # tokens/s: 100 % of tokens
+        )
+        runtime = Runtime(settings)
+        await runtime.start()
+        ended = asyncio.Event()
+        try:
+            assert runtime.executions is not None and runtime.api is not None
+            runtime.executions.on_terminated(lambda outcome: ended.set())
+            async with httpx.AsyncClient(
+                base_url=runtime.api.url, headers={"Authorization": "Bearer operator"}
+            ) as admin:
+                code = (AGENTS / "poet" / "main.py").read_text()
+                created = await admin.post(
+                    "/admin/agents", json={"agent_id": "poet", "files": {"main.py": code}, "initial_grant": "50"}
+                )
+                assert created.status_code == 201, created.text
+                rich = {**FIRST_BID, "tokens_percent": "1", "duration_seconds": 4}  # 400 tokens: room for a poem
+                placed = await admin.post(
+                    "/admin/bids",
+                    headers={"Idempotency-Key": "first-poet"},
+                    json={"agent_id": "poet", "bundle": rich, "amount": "1"},
+                )
+                assert placed.status_code == 200, placed.text
+            runtime.start_clearing()
+            async with asyncio.timeout(30):
+                await ended.wait()
+        finally:
+            await runtime.stop()
+    state = json.loads((settings.effective_workspace_root / "poet" / "state.json").read_text())
+    assert state["poems"][0]["source"] == "llm", state
+    assert len(calls) == 1 and calls[0]["max_tokens"] == 60
+    async with open_bus(settings) as bus:
+        consumed = [r.event async for r in bus.read(["intelligence.tokens_consumed"])]
+    assert [e.agent_id for e in consumed] == ["poet"]
+    assert consumed[0].data.completion_tokens == 60  # type: ignore[attr-defined]

@@ -11,14 +11,18 @@ from hypothesis import HealthCheck, settings
 
 from syntropism.api.app import create_app
 from tests.support.api import OPERATOR, Api, running_api
+from tests.support.fake_llm import fake_llm
 
 EXAMPLES_PER_OPERATION = 12
-NOT_YET_ON_OFFER = {"/attention/prompt", "/intelligence/inference"}
+NOT_YET_ON_OFFER = {"/attention/prompt"}
 
 
 @pytest.fixture(scope="module")
 def fuzzed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Api]:
-    with running_api(tmp_path_factory.mktemp("fuzz") / "state") as built:
+    with (
+        fake_llm() as (llm_url, _calls),
+        running_api(tmp_path_factory.mktemp("fuzz") / "state", llm_base_url=llm_url) as built,
+    ):
         workspace = built.services.social.workspace_of("alice")
         workspace.mkdir(parents=True, exist_ok=True)
         (workspace / "main.py").write_text("print('code to spawn from')\n")  # something to spawn from
@@ -46,7 +50,7 @@ def test_no_request_makes_the_service_fail_or_breaks_the_ledger(case: schemathes
     response = case.call(base_url=fuzzed.url, headers={"Authorization": f"Bearer {token}"})
     failure = f"{case.method} {case.formatted_path} → {response.status_code}: {response.text}"
     if case.path in NOT_YET_ON_OFFER and response.status_code == 501:
-        return  # these endpoints answer 501 until the attention and intelligence services exist
+        return  # it answers 501 until the attention service exists
     assert response.status_code < 500, failure
     if response.status_code >= 400:
         body = response.json()

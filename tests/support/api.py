@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import secrets
 import threading
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -26,8 +26,11 @@ from syntropism.infra.tables import Agent, Bid, Execution, Message, Transfer
 
 
 @contextmanager
-def serving(app: FastAPI, socket_path: Path | None = None) -> Iterator[ApiServer]:
-    """Serve ``app`` until the block ends; yields the started server (its ``url``, its ``socket_path``)."""
+def serving(
+    app: FastAPI, socket_path: Path | None = None, on_stop: Callable[[], Awaitable[None]] | None = None
+) -> Iterator[ApiServer]:
+    """Serve ``app`` until the block ends; yields the started server (its ``url``, its ``socket_path``).
+    ``on_stop`` runs in the server's event loop once it has stopped (to close what lives in that loop)."""
     server = ApiServer(app, "127.0.0.1", 0, socket_path)
     ready, failed = threading.Event(), []
     loop = asyncio.new_event_loop()
@@ -43,6 +46,8 @@ def serving(app: FastAPI, socket_path: Path | None = None) -> Iterator[ApiServer
         ready.set()
         await stop.wait()
         await server.stop()
+        if on_stop is not None:
+            await on_stop()
 
     thread = threading.Thread(target=loop.run_until_complete, args=(run(),), daemon=True)
     thread.start()
@@ -67,7 +72,9 @@ class Api:
         self.http = httpx.Client(base_url=url, timeout=10)
         self.tokens: dict[str, str] = {}
 
-    def start_execution(self, agent_id: str, status: str = "running") -> str:
+    def start_execution(
+        self, agent_id: str, status: str = "running", *, tokens_ppm: int = 0, duration_ms: int = 1000
+    ) -> str:
         """A running execution of ``agent_id`` and its token, as the execution manager leaves them."""
         token = secrets.token_urlsafe(32)
         with self.services.database.transaction() as session:
@@ -79,9 +86,9 @@ class Api:
                     status=status,
                     cpu_ppm=0,
                     memory_ppm=0,
-                    tokens_ppm=0,
+                    tokens_ppm=tokens_ppm,
                     attention_ppm=0,
-                    duration_ms=1000,
+                    duration_ms=duration_ms,
                     token_hash=hash_token(token),
                 )
             )
@@ -118,10 +125,10 @@ class Api:
 
 
 @contextmanager
-def running_api(state_dir: Path) -> Iterator[Api]:
+def running_api(state_dir: Path, **settings_overrides: Any) -> Iterator[Api]:
     """A System Service with agents alice and bob (100 credits each), over real HTTP; on leaving, the ledger
     invariant must hold."""
-    settings = Settings(state_dir=state_dir, operator_token=OPERATOR)
+    settings = Settings(state_dir=state_dir, operator_token=OPERATOR, **settings_overrides)
     database = Database(settings.effective_database_url)
     database.migrate()
     with database.transaction() as session:
@@ -131,7 +138,7 @@ def running_api(state_dir: Path) -> Iterator[Api]:
     for agent_id in ("alice", "bob"):
         services.ledger.execute(E.grant(agent_id, 100, idempotency_key=f"grant-{agent_id}"))
     try:
-        with serving(create_app(services)) as server:
+        with serving(create_app(services), on_stop=services.intelligence.close) as server:
             built = Api(services, server.url)
             yield built
             built.http.close()
