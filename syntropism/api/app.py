@@ -9,9 +9,10 @@ first result, a different request under the same key is refused (409). The opera
 from __future__ import annotations
 
 import hmac
+import threading
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
-from typing import Annotated, Any, TypeVar
+from typing import Annotated, Any, NamedTuple, TypeVar
 
 from fastapi import APIRouter, Depends, FastAPI, Header, Query, Request, Response
 from fastapi.concurrency import run_in_threadpool
@@ -69,6 +70,41 @@ IdempotencyKey = Annotated[
 ]
 
 
+class TokenRow(NamedTuple):
+    id: str
+    agent_id: str
+    status: str
+
+
+class TokenLookup:
+    """Token hash → its execution: the one read every agent request makes. On SQLite it runs on a connection kept
+    for it, in autocommit (a single SELECT reads one consistent snapshot), which costs a few microseconds where a
+    pooled SQLAlchemy connection with its transaction costs a few hundred."""
+
+    SQL = "SELECT id, agent_id, status FROM executions WHERE token_hash = ?"
+
+    def __init__(self, database: Database) -> None:
+        self.database = database
+        self._connection: Any = None
+        self._lock = threading.Lock()
+
+    def lookup(self, token_hash: str) -> TokenRow | None:
+        if self.database.backend != "sqlite":
+            with self.database.read_connection() as connection:
+                row = connection.execute(TOKEN_LOOKUP, {"token_hash": token_hash}).one_or_none()
+            return TokenRow(*row) if row else None
+        with self._lock:
+            if self._connection is None:
+                self._connection = self.database.dedicated_connection()
+            row = self._connection.driver_connection.execute(self.SQL, (token_hash,)).fetchone()
+        return TokenRow(*row) if row else None
+
+
+TOKEN_LOOKUP = select(Execution.id, Execution.agent_id, Execution.status).where(
+    Execution.token_hash == bindparam("token_hash")
+)
+
+
 @dataclass
 class Services:
     """What the endpoints work with; the runtime builds one, tests build their own."""
@@ -80,6 +116,7 @@ class Services:
     social: SocialService
     operator_token: str
     intelligence: IntelligenceService
+    tokens: TokenLookup
     executions: ExecutionManager | None = None
 
     @classmethod
@@ -94,6 +131,7 @@ class Services:
             SocialService(database, settings),
             operator_token,
             IntelligenceService(database, settings),
+            TokenLookup(database),
             executions,
         )
 
@@ -106,9 +144,6 @@ class Caller:
     execution_id: str
 
 
-TOKEN_LOOKUP = select(Execution.id, Execution.agent_id, Execution.status).where(
-    Execution.token_hash == bindparam("token_hash")
-)
 bearer = HTTPBearer(auto_error=False, description="The token of a running execution (SYNTROPISM_TOKEN)")
 operator_bearer = HTTPBearer(auto_error=False, scheme_name="OperatorToken", description="The operator token")
 
@@ -133,17 +168,12 @@ async def caller(
 ) -> Caller:
     if credentials is None:
         raise ApiError(401, "missing_token", "send Authorization: Bearer <SYNTROPISM_TOKEN>")
-    row = await read(svc, _execution_of, svc.database, hash_token(credentials.credentials))
+    row = await read(svc, svc.tokens.lookup, hash_token(credentials.credentials))
     if row is None:
         raise ApiError(401, "invalid_token", "this token belongs to no execution")
     if row.status != "running":
         raise ApiError(401, "token_expired", f"execution {row.id} has ended; its token is no longer valid")
     return Caller(row.agent_id, row.id)
-
-
-def _execution_of(database: Database, token_hash: str) -> Any:
-    with database.read_connection() as connection:
-        return connection.execute(TOKEN_LOOKUP, {"token_hash": token_hash}).one_or_none()
 
 
 def operator(
