@@ -11,6 +11,8 @@ import signal
 import sys
 import uuid
 from collections.abc import Callable, Coroutine, Iterator
+from datetime import UTC, datetime
+from decimal import Decimal
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -18,15 +20,19 @@ import typer
 from pydantic import ValidationError
 from rich.console import Console
 from rich.logging import RichHandler
+from rich.panel import Panel
+from rich.prompt import IntPrompt
+from rich.prompt import Prompt as RichPrompt
 from rich.table import Table
 
 from syntropism.api.server import OPERATOR_TOKEN_FILE
 from syntropism.config import ENV_PREFIX, ConfigError, Settings, load_settings, parse_overrides
 from syntropism.core.allocation import CycleReport
+from syntropism.core.attention import AttentionError, AttentionService
 from syntropism.core.runtime import Runtime, open_bus
 from syntropism.domain import economy
 from syntropism.domain.economy import LedgerError
-from syntropism.domain.models import from_micros
+from syntropism.domain.models import credits_text, from_micros
 from syntropism.infra.database import Database, DatabaseUnavailable
 from syntropism.infra.embedded_nats import NatsServerFailed, NatsServerNotFound
 from syntropism.infra.host import host_checks
@@ -49,6 +55,7 @@ log = logging.getLogger("syntropism")
 
 # Failures the user can fix: print the message (which says how) and exit 2, without a traceback.
 USER_ERRORS = (
+    AttentionError,
     ConfigError,
     LedgerError,
     StateDirBusy,
@@ -354,3 +361,87 @@ def ledger_grant(
         receipt = _run_user_facing(lambda: ledger.execute(operation))
     note = " (already applied; nothing moved)" if receipt.replayed else ""
     console.print(f"granted {receipt.amount} to {agent_id}: available {receipt.credit_balance_after}{note}")
+
+
+@contextlib.contextmanager
+def _attention(ctx: typer.Context) -> Iterator[AttentionService]:
+    settings = _run_user_facing(lambda: _settings(ctx))
+    database = Database(settings.effective_database_url, sqlite_synchronous=settings.sqlite_synchronous)
+    try:
+        _run_user_facing(database.migrate)
+        yield AttentionService(database, settings)
+    finally:
+        database.dispose()
+
+
+def _age(moment: datetime) -> str:
+    seconds = int((datetime.now(UTC) - moment).total_seconds())
+    return (
+        f"{seconds // 3600}h {seconds % 3600 // 60}m ago"
+        if seconds >= 3600
+        else f"{seconds // 60}m {seconds % 60}s ago"
+    )
+
+
+@app.command()
+def inbox(
+    ctx: typer.Context,
+    list_only: bool = typer.Option(False, "--list", help="Show the pending prompts and exit."),
+) -> None:
+    """The human's inbox: read each pending prompt and score it — Interesting, Useful, Understandable (0–10).
+    Scoring mints I·W_i + U·W_u + Un·W_un credits to the agent."""
+    with _attention(ctx) as attention:
+        pending = _run_user_facing(attention.pending)
+        if not pending:
+            console.print("No prompts are waiting for you.")
+            return
+        table = Table("prompt", "agent", "age", "text", title=f"{len(pending)} prompts waiting for you")
+        for prompt in pending:
+            table.add_row(prompt.prompt_id, prompt.agent_id, _age(prompt.created_at), prompt.text[:60])
+        console.print(table)
+        if list_only:
+            return
+        for prompt in pending:
+            console.print(
+                Panel(
+                    prompt.text, title=f"{prompt.agent_id} asks ({_age(prompt.created_at)})", subtitle=prompt.prompt_id
+                )
+            )
+            for attachment in prompt.attachments:
+                console.print(f"  attachment: {attachment}")
+            choice = RichPrompt.ask("Score it, skip it, or quit?", choices=["score", "skip", "quit"], default="score")
+            if choice == "quit":
+                break
+            if choice == "skip":
+                continue
+            scores = {name: _ask_score(name) for name in ("interesting", "useful", "understandable")}
+            scored = _run_user_facing(lambda p=prompt, s=scores: attention.score(p.prompt_id, **s))
+            console.print(
+                f"[bold green]scored[/]: {credits_text(scored.credits or 0)} credits minted to {scored.agent_id}"
+            )
+
+
+def _ask_score(name: str) -> int:
+    while True:
+        value = IntPrompt.ask(f"  {name.capitalize()} (0–10)")
+        if 0 <= value <= 10:
+            return value
+        console.print("[red]a score is a whole number from 0 to 10[/]")
+
+
+@app.command()
+def reward(
+    ctx: typer.Context,
+    prompt_id: str,
+    interesting: int = typer.Option(..., "--interesting", help="0–10"),
+    useful: int = typer.Option(..., "--useful", help="0–10"),
+    understandable: int = typer.Option(..., "--understandable", help="0–10"),
+) -> None:
+    """Score one prompt without the interactive inbox; mints the reward to its agent, once."""
+    with _attention(ctx) as attention:
+        scored = _run_user_facing(
+            lambda: attention.score(prompt_id, interesting=interesting, useful=useful, understandable=understandable)
+        )
+    console.print(
+        f"scored {prompt_id}: {credits_text(scored.credits or Decimal(0))} credits minted to {scored.agent_id}"
+    )

@@ -116,6 +116,12 @@ class Settings(BaseSettings):
         60.0, gt=0, description="LLM_SPEND_LIMIT holds over this rolling window (its burst: limit × window)."
     )
 
+    # Attention (the human's, supply 1.0): a bundle's attention_percent × duration_seconds is attention-seconds;
+    # reading a prompt costs attention_seconds_per_prompt plus its length at attention_chars_per_second.
+    attention_seconds_per_prompt: float = Field(5.0, gt=0, description="Attention-seconds any prompt costs.")
+    attention_chars_per_second: float = Field(20.0, gt=0, description="How fast the human reads a prompt.")
+    prompt_ttl_seconds: float = Field(86_400.0, gt=0, description="An unscored prompt expires after this long.")
+
     # System Service.
     api_host: str = Field("127.0.0.1", description="System Service bind address.")
     api_port: int = Field(8765, ge=0, le=65535, description="System Service port (0: any free port).")

@@ -38,14 +38,18 @@ from syntropism.api.schemas import (
     MessageIn,
     MessageOut,
     PromptIn,
+    PromptOut,
     ReceiptOut,
     ResourceStateOut,
     RewardIn,
+    RewardOut,
+    ScoreIn,
     SpawnIn,
     SpawnOut,
     TransferIn,
 )
 from syntropism.config import Settings
+from syntropism.core.attention import AttentionService
 from syntropism.core.execution import ExecutionManager, hash_token
 from syntropism.core.intelligence import IntelligenceService
 from syntropism.core.market import MarketManager, PlacedBid, bundle_of
@@ -116,6 +120,7 @@ class Services:
     social: SocialService
     operator_token: str
     intelligence: IntelligenceService
+    attention: AttentionService
     tokens: TokenLookup
     executions: ExecutionManager | None = None
 
@@ -131,6 +136,7 @@ class Services:
             SocialService(database, settings),
             operator_token,
             IntelligenceService(database, settings),
+            AttentionService(database, settings),
             TokenLookup(database),
             executions,
         )
@@ -315,7 +321,19 @@ def post_message(svc: ServicesDep, me: CallerDep, body: MessageIn, key: Idempote
 
 @social.get("/inbox", response_model=InboxOut)
 def get_inbox(svc: ServicesDep, me: CallerDep) -> InboxOut:
-    return InboxOut(messages=[MessageOut(**asdict(m)) for m in svc.social.inbox(me.agent_id, me.execution_id)])
+    """Messages and rewards that arrived since your last execution."""
+    messages = [MessageOut(**asdict(m)) for m in svc.social.inbox(me.agent_id, me.execution_id)]
+    rewards = [
+        RewardOut(
+            prompt_id=p.prompt_id,
+            interesting=p.interesting or 0,
+            useful=p.useful or 0,
+            understandable=p.understandable or 0,
+            credits=p.credits or 0,
+        )
+        for p in svc.attention.scored_since(me.agent_id, me.execution_id)
+    ]
+    return InboxOut(messages=messages, rewards=rewards)
 
 
 @social.post("/spawn", response_model=SpawnOut)
@@ -332,12 +350,14 @@ def post_spawn(svc: ServicesDep, me: CallerDep, body: SpawnIn, key: IdempotencyK
     return SpawnOut(**asdict(spawned))
 
 
-later = APIRouter(tags=["attention", "intelligence"], responses={**ERRORS, 501: {"model": ErrorBody}})
+later = APIRouter(tags=["attention", "intelligence"], responses=ERRORS)
 
 
-@later.post("/attention/prompt", status_code=202)
-def post_prompt(me: CallerDep, body: PromptIn, key: IdempotencyKey) -> None:
-    raise ApiError(501, "not_available", "the human's attention is not on offer yet (it arrives with attention)")
+@later.post("/attention/prompt", response_model=PromptOut)
+def post_prompt(svc: ServicesDep, me: CallerDep, body: PromptIn, key: IdempotencyKey) -> PromptOut:
+    """Put a prompt before the human, within your execution's attention share (402 past it)."""
+    prompt = svc.attention.submit(me.agent_id, me.execution_id, body.text, body.attachments, idempotency_key=key)
+    return PromptOut(**asdict(prompt))
 
 
 @later.post(
@@ -448,6 +468,21 @@ def admin_reward(svc: ServicesDep, body: RewardIn, key: IdempotencyKey) -> Recei
         prompt_id=body.prompt_id,
     )
     return receipt_out(svc.ledger.execute(operation))
+
+
+@admin.get("/prompts", response_model=list[PromptOut])
+def pending_prompts(svc: ServicesDep) -> list[PromptOut]:
+    """The prompts waiting for the human, oldest first."""
+    return [PromptOut(**asdict(p)) for p in svc.attention.pending()]
+
+
+@admin.post("/prompts/{prompt_id}/score", response_model=PromptOut)
+def score_prompt(svc: ServicesDep, prompt_id: str, body: ScoreIn) -> PromptOut:
+    """The human's score: mints I·W_i + U·W_u + Un·W_un credits to the agent, once."""
+    scored = svc.attention.score(
+        prompt_id, interesting=body.interesting, useful=body.useful, understandable=body.understandable
+    )
+    return PromptOut(**asdict(scored))
 
 
 @admin.post("/bids", response_model=BidOut)

@@ -9,6 +9,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from syntropism.core.attention import AttentionError
 from syntropism.core.intelligence import InferenceRefused
 from syntropism.core.social import SocialError
 from syntropism.domain.economy import LedgerError
@@ -43,6 +44,8 @@ STATUS_OF_REASON = {
     "not_pending": 409,
     "agent_exists": 409,
     "agent_dead": 409,
+    "already_scored": 409,
+    "expired": 409,
 }
 
 
@@ -78,7 +81,8 @@ def install_error_handlers(app: FastAPI) -> None:
         return error_response(STATUS_OF_REASON.get(exc.reason, 422), exc.reason, exc.detail)
 
     @app.exception_handler(SocialError)
-    async def _social_error(_request: Request, exc: SocialError) -> JSONResponse:
+    @app.exception_handler(AttentionError)
+    async def _refused(_request: Request, exc: SocialError | AttentionError) -> JSONResponse:
         return error_response(STATUS_OF_REASON.get(exc.reason, 422), exc.reason, exc.detail)
 
     @app.exception_handler(InferenceRefused)

@@ -11,7 +11,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, PlainSerializer
 
-from syntropism.domain.models import Resource, ResourceBundle
+from syntropism.domain.models import Resource, ResourceBundle, credits_text
 
 AgentId = Annotated[str, Field(min_length=1, max_length=128, pattern=r"^[^:\s/]+$")]
 CreditsIn = Annotated[
@@ -20,7 +20,7 @@ CreditsIn = Annotated[
 ]
 
 
-Money = Annotated[Decimal, PlainSerializer(lambda d: format(d.normalize(), "f"), return_type=str, when_used="json")]
+Money = Annotated[Decimal, PlainSerializer(credits_text, return_type=str, when_used="json")]
 """Credits out: a decimal string without trailing zeros, ``"12.5"``."""
 
 
@@ -120,8 +120,17 @@ class MessageOut(Model):
     replayed: bool = False
 
 
+class RewardOut(Model):
+    prompt_id: str
+    interesting: int
+    useful: int
+    understandable: int
+    credits: Money
+
+
 class InboxOut(Model):
     messages: list[MessageOut]
+    rewards: list[RewardOut] = Field(default_factory=list, description="Your prompts the human scored since")
 
 
 class SpawnIn(Model):
@@ -147,7 +156,31 @@ class SpawnOut(Model):
 
 class PromptIn(Model):
     text: Annotated[str, Field(min_length=1, max_length=20_000)]
-    attachments: list[Annotated[str, Field(max_length=1000)]] = Field(default_factory=list)
+    attachments: list[Annotated[str, Field(max_length=1000)]] = Field(
+        default_factory=list, description="Files in your workspace for the human to look at"
+    )
+
+
+class PromptOut(Model):
+    prompt_id: str
+    agent_id: str
+    text: str
+    attachments: list[str]
+    status: Literal["pending", "scored", "expired"]
+    created_at: datetime
+    expires_at: datetime
+    attention_seconds: float = Field(description="What it cost of the execution's attention share")
+    interesting: int | None = None
+    useful: int | None = None
+    understandable: int | None = None
+    credits: Money | None = None
+    replayed: bool = False
+
+
+class ScoreIn(Model):
+    interesting: Annotated[int, Field(ge=0, le=10)]
+    useful: Annotated[int, Field(ge=0, le=10)]
+    understandable: Annotated[int, Field(ge=0, le=10)]
 
 
 class InferenceIn(BaseModel):

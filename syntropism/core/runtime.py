@@ -132,8 +132,9 @@ class Runtime:
             if self.services is not None:
                 try:
                     await asyncio.to_thread(self.services.social.bury_the_destitute)
+                    await asyncio.to_thread(self.services.attention.expire)
                 except Exception:
-                    log.exception("the sweep for destitute dormant agents failed; retrying next cycle")
+                    log.exception("the sweep for dead agents and expired prompts failed; retrying next cycle")
             if on_cycle is not None:
                 on_cycle(report)
             if cycles is not None and self.cycles_done >= cycles:

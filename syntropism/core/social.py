@@ -185,11 +185,15 @@ class SocialService:
 
     def _source_path(self, parent_id: str, source: str) -> Path:
         workspace = self.workspace_of(parent_id)
-        origin = (workspace / source).resolve()
-        if not origin.is_relative_to(workspace):
-            raise SocialError("invalid_spawn", f"source {source!r} lies outside the caller's workspace")
-        if not origin.exists():
-            raise SocialError("invalid_spawn", f"source {source!r} does not exist in the caller's workspace")
+        try:
+            origin = (workspace / source).resolve()
+            exists = origin.exists()
+        except OSError:  # a name the filesystem refuses (too long, …) names nothing
+            exists = False
+        if exists and not origin.is_relative_to(workspace):
+            raise SocialError("invalid_spawn", f"source {source[:200]!r} lies outside the caller's workspace")
+        if not exists:
+            raise SocialError("invalid_spawn", f"source {source[:200]!r} does not exist in the caller's workspace")
         size = (
             sum(p.stat().st_size for p in origin.rglob("*") if p.is_file())
             if origin.is_dir()

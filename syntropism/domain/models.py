@@ -89,5 +89,10 @@ def to_micros(amount: Decimal) -> int:
     return int(micros)
 
 
+def credits_text(amount: Decimal) -> str:
+    """Credits as people read them: ``Decimal("21.000000")`` → ``"21"``, never in exponent notation."""
+    return format(amount.normalize(), "f")
+
+
 def from_micros(micros: int) -> Decimal:
     return (Decimal(micros) / MICROS_PER_CREDIT).quantize(Decimal("0.000001"))

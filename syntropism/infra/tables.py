@@ -222,6 +222,36 @@ class Message(Base):
     )
 
 
+class Prompt(Base):
+    """A prompt an agent put before the human, and how the human scored it."""
+
+    __tablename__ = "prompts"
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    agent_id: Mapped[str] = mapped_column(ForeignKey("agents.id"), index=True)
+    execution_id: Mapped[str] = mapped_column(String(64))
+    idempotency_key: Mapped[str] = mapped_column(String(200))
+    text: Mapped[str] = mapped_column(Text)
+    attachments: Mapped[str] = mapped_column(Text, default="[]")  # JSON: paths in the agent's workspace
+    attention_ms: Mapped[int] = mapped_column(BigInteger)  # what it cost of the execution's attention share
+    status: Mapped[str] = mapped_column(String(16), default="pending")  # pending | scored | expired
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
+    expires_at: Mapped[datetime] = mapped_column(UtcDateTime)
+    scored_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
+    interesting: Mapped[int | None] = mapped_column(Integer)
+    useful: Mapped[int | None] = mapped_column(Integer)
+    understandable: Mapped[int | None] = mapped_column(Integer)
+    reward_micros: Mapped[int | None] = mapped_column(BigInteger)
+    transfer_id: Mapped[str | None] = mapped_column(String(64))
+    seen_execution_id: Mapped[str | None] = mapped_column(String(64))  # the execution that read its score
+
+    __table_args__ = (
+        UniqueConstraint("agent_id", "idempotency_key"),
+        CheckConstraint("status IN ('pending', 'scored', 'expired')", name="status"),
+        Index("ix_prompts_status", "status", "created_at"),
+    )
+
+
 class SpendBucket(Base):
     """The system-wide LLM token bucket (LLM_SPEND_LIMIT), shared by every runtime on this database."""
 

@@ -227,10 +227,6 @@ def test_spawn_creates_a_funded_child_from_the_parents_workspace(api: Api) -> No
     assert not api.services.social.workspace_of("rich-kid").exists()
 
 
-def test_attention_says_it_is_not_on_offer_yet(api: Api) -> None:
-    refused(api.call("POST", "/attention/prompt", "alice", "p", json={"text": "hello"}), 501, "not_available")
-
-
 # --- operator ------------------------------------------------------------------------------------------------
 
 

@@ -73,7 +73,13 @@ class Api:
         self.tokens: dict[str, str] = {}
 
     def start_execution(
-        self, agent_id: str, status: str = "running", *, tokens_ppm: int = 0, duration_ms: int = 1000
+        self,
+        agent_id: str,
+        status: str = "running",
+        *,
+        tokens_ppm: int = 0,
+        attention_ppm: int = 0,
+        duration_ms: int = 1000,
     ) -> str:
         """A running execution of ``agent_id`` and its token, as the execution manager leaves them."""
         token = secrets.token_urlsafe(32)
@@ -87,7 +93,7 @@ class Api:
                     cpu_ppm=0,
                     memory_ppm=0,
                     tokens_ppm=tokens_ppm,
-                    attention_ppm=0,
+                    attention_ppm=attention_ppm,
                     duration_ms=duration_ms,
                     token_hash=hash_token(token),
                 )
