@@ -19,16 +19,20 @@ from typing import Any, TypeVar
 import typer
 from pydantic import ValidationError
 from rich.console import Console
+from rich.live import Live
 from rich.logging import RichHandler
 from rich.panel import Panel
 from rich.prompt import IntPrompt
 from rich.prompt import Prompt as RichPrompt
 from rich.table import Table
+from sqlalchemy import func, select
 
 from syntropism.api.server import OPERATOR_TOKEN_FILE
 from syntropism.config import ENV_PREFIX, ConfigError, Settings, load_settings, parse_overrides
 from syntropism.core.allocation import CycleReport
 from syntropism.core.attention import AttentionError, AttentionService
+from syntropism.core.market import MarketManager
+from syntropism.core.population import seed_population
 from syntropism.core.runtime import Runtime, open_bus
 from syntropism.domain import economy
 from syntropism.domain.economy import LedgerError
@@ -40,7 +44,9 @@ from syntropism.infra.ledger import Ledger
 from syntropism.infra.nats_bus import BusUnavailable, EventBus, ReceivedEvent
 from syntropism.infra.outbox import OutboxRelay
 from syntropism.infra.state_dir import StateDirBusy
+from syntropism.infra.tables import Account, Agent, Execution, Prompt
 from syntropism.infra.telemetry import setup_tracing
+from syntropism.live import LiveView
 
 app = typer.Typer(
     help="Syntropism: a market-governed runtime for autonomous agents.", no_args_is_help=True, add_completion=False
@@ -116,42 +122,79 @@ def run(
     seconds: float | None = typer.Option(None, "--seconds", min=0, help="Stop after this many seconds."),
     cycles: int | None = typer.Option(None, "--cycles", min=1, help="Stop after this many market cycles."),
     interval: float | None = typer.Option(None, "--interval", min=0.01, help="Seconds between market cycles."),
+    agents: int = typer.Option(6, "--agents", min=0, help="Reference agents to start a fresh economy with."),
+    grant: str = typer.Option("100", "--grant", help="Credits each starter agent is granted."),
+    seed: int = typer.Option(0, "--seed", help="Seed for the starter population's first bids."),
+    quiet: bool = typer.Option(False, "--quiet", help="Logs and a line per cycle, no live view."),
+    as_json: bool = typer.Option(False, "--json", help="One JSON summary per cycle on stdout."),
     database_url: str | None = typer.Option(None, "--database-url", help="SQLAlchemy URL (default: SQLite)."),
     nats_url: str | None = typer.Option(None, "--nats-url", help="External NATS; default: embedded server."),
 ) -> None:
-    """Start the economy: database, NATS JetStream, outbox relay, market clearing. Ctrl-C stops it cleanly."""
+    """Start the economy — database, NATS JetStream, outbox relay, System Service, market clearing, execution
+    manager — with a starter population on fresh state, and watch it live. Ctrl-C stops it cleanly."""
     settings = _run_user_facing(
         lambda: _settings(ctx, database_url=database_url, nats_url=nats_url, clearing_interval_seconds=interval)
     )
+    starter_grant = _run_user_facing(lambda: from_micros(economy.parse_amount(grant, "--grant")))
+    live = not (quiet or as_json) and console.is_terminal
+    status_console = err_console if as_json else console  # with --json, stdout carries only the summaries
 
     async def _run() -> None:
         async with Runtime(settings) as runtime:
             runtime.install_signal_handlers()
-            runtime.start_clearing(cycles=cycles, on_cycle=_print_cycle)
-            limits = [f"{seconds:g}s" if seconds is not None else "", f"{cycles} cycles" if cycles else ""]
-            until = " or ".join(limit for limit in limits if limit)
-            console.print(
-                f"[bold green]Syntropism running[/] — state in {settings.state_dir.resolve()}; market clears every "
-                f"{settings.clearing_interval_seconds:g}s; "
-                + (f"stopping after {until} (or Ctrl-C)." if until else "Ctrl-C to stop.")
+            started = await asyncio.to_thread(
+                seed_population, runtime.database, settings, agents=agents, grant=starter_grant, seed=seed
             )
-            if runtime.api is not None:
-                token_source = (
-                    "operator_token setting"
-                    if settings.operator_token
-                    else str((settings.state_dir / OPERATOR_TOKEN_FILE).resolve())
-                )
-                console.print(
-                    f"System Service at {runtime.api.url} (OpenAPI: {runtime.api.url}/docs); "
-                    f"operator token in {token_source}"
-                )
-            await runtime.wait(seconds)
-            console.print("Stopping: draining the outbox …")
+            _announce(status_console, runtime, settings, seconds, cycles, started)
+            view = LiveView(runtime) if live else None
+            on_cycle = view.on_cycle if view else (_print_json if as_json else _print_cycle)
+            runtime.start_clearing(cycles=cycles, on_cycle=on_cycle)
+            if view is not None:
+                with Live(view, console=console, refresh_per_second=4, screen=False):
+                    await runtime.wait(seconds)
+            else:
+                await runtime.wait(seconds)
+            status_console.print("Stopping: running agents get a moment to finish; draining the outbox …")
         assert runtime.relay is not None
         relayed = runtime.relay.stats.published
-        console.print(f"[bold]Stopped cleanly.[/] Cycles this run: {runtime.cycles_done}; events relayed: {relayed}.")
+        status_console.print(
+            f"[bold]Stopped cleanly.[/] Cycles this run: {runtime.cycles_done}; events relayed: {relayed}."
+        )
 
     _run_async(_run)
+
+
+def _announce(
+    out: Console, runtime: Runtime, settings: Settings, seconds: float | None, cycles: int | None, started: list[str]
+) -> None:
+    limits = [f"{seconds:g}s" if seconds is not None else "", f"{cycles} cycles" if cycles else ""]
+    until = " or ".join(limit for limit in limits if limit)
+    out.print(
+        f"[bold green]Syntropism running[/] — state in {settings.state_dir.resolve()}; market clears every "
+        f"{settings.clearing_interval_seconds:g}s; "
+        + (f"stopping after {until} (or Ctrl-C)." if until else "Ctrl-C to stop.")
+    )
+    out.print(
+        f"starter agents: {', '.join(started)}" if started else "resuming: the agents of this state folder carry on"
+    )
+    if runtime.api is not None:
+        token = "operator_token setting" if settings.operator_token else str(settings.state_dir / OPERATOR_TOKEN_FILE)
+        out.print(f"System Service at {runtime.api.url} (OpenAPI: {runtime.api.url}/docs); operator token in {token}")
+
+
+def _print_json(report: CycleReport) -> None:
+    summary = {
+        "cycle": report.cycle,
+        "bids": report.bids_considered,
+        "won": report.winning_agents,
+        "carried": report.carried,
+        "outbid": report.outbid,
+        "burned": credits_text(report.burned),
+        "prices": {r.value: str(p) for r, p in report.prices.items()},
+        "utilization": {r.value: str(u) for r, u in report.utilization.items()},
+    }
+    sys.stdout.write(json.dumps(summary) + "\n")
+    sys.stdout.flush()
 
 
 def _print_cycle(report: CycleReport) -> None:
@@ -445,3 +488,67 @@ def reward(
     console.print(
         f"scored {prompt_id}: {credits_text(scored.credits or Decimal(0))} credits minted to {scored.agent_id}"
     )
+
+
+def _agents_table(database: Database) -> Table:
+    table = Table("agent", "status", "available", "locked", "executions", "last ended", title="agents")
+    with database.reader() as session:
+        agents = session.execute(select(Agent.id, Agent.status).order_by(Agent.created_at, Agent.id)).all()
+        balances = dict(session.execute(select(Account.id, Account.credits_micros - Account.debits_micros)).all())
+        runs = dict(session.execute(select(Execution.agent_id, func.count()).group_by(Execution.agent_id)).all())
+        last = {
+            agent: reason
+            for agent, reason in session.execute(
+                select(Execution.agent_id, Execution.reason)
+                .where(Execution.status == "terminated")
+                .order_by(Execution.ended_at)
+            )
+        }
+    for agent_id, status in agents:
+        table.add_row(
+            agent_id,
+            status,
+            credits_text(from_micros(balances.get(economy.available_account(agent_id), 0))),
+            credits_text(from_micros(balances.get(economy.locked_account(agent_id), 0))),
+            str(runs.get(agent_id, 0)),
+            last.get(agent_id) or "",
+        )
+    return table
+
+
+@app.command("agents")
+def list_agents(ctx: typer.Context) -> None:
+    """Every agent: status, credits, how many times it ran and how its last execution ended."""
+    with _ledger(ctx) as ledger:
+        console.print(_agents_table(ledger.database))
+
+
+@app.command()
+def status(ctx: typer.Context) -> None:
+    """The economy at a glance: market prices and utilization, agents, and whether the ledger invariant holds."""
+    settings = _run_user_facing(lambda: _settings(ctx))
+    with _ledger(ctx) as ledger:
+        market = MarketManager(ledger.database, settings).market_state()
+        table = Table("resource", "price", "utilization", "last cycle", title="market")
+        for state in market:
+            table.add_row(
+                state.resource.value,
+                f"{state.current_market_price:.4f}",
+                f"{state.current_utilization:.0%}",
+                str(state.cycle),
+            )
+        console.print(table)
+        console.print(_agents_table(ledger.database))
+        with ledger.database.reader() as session:
+            running = session.scalar(select(func.count()).select_from(Execution).where(Execution.status == "running"))
+            pending = session.scalar(select(func.count()).select_from(Prompt).where(Prompt.status == "pending"))
+        report = ledger.verify()
+    inv = report.invariant
+    console.print(f"executions running: {running}; prompts waiting for the human: {pending}")
+    verdict = "[bold green]holds[/]" if report.ok else "[bold red]BROKEN[/] (syntropism ledger verify says where)"
+    console.print(
+        f"ledger: available {from_micros(inv.available)} + locked {from_micros(inv.locked)} + burned "
+        f"{from_micros(inv.burned)} = minted {from_micros(inv.minted)} — invariant {verdict}"
+    )
+    if not report.ok:
+        raise typer.Exit(1)

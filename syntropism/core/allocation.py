@@ -15,7 +15,7 @@ import logging
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import NamedTuple
 
@@ -96,13 +96,14 @@ class _Cycle:
 class CycleReport:
     cycle: int
     bids_considered: int
-    winners: list[str]
+    winners: list[str]  # the winning bids' ids
     carried: int
     outbid: int
     burned: Decimal
     prices: dict[Resource, Decimal]
     utilization: dict[Resource, Decimal]
     seconds: float
+    winning_agents: list[str] = field(default_factory=list)  # who runs, per winning bid
 
 
 class AllocationScheduler:
@@ -183,6 +184,7 @@ class AllocationScheduler:
             cycle=cycle,
             bids_considered=len(book),
             winners=[w.bid_id for w in result.winners],
+            winning_agents=[rows[w.index].on_behalf_of or rows[w.index].agent_id for w in result.winners],
             carried=carried,
             outbid=outbid,
             burned=result.burned,

@@ -1,0 +1,123 @@
+"""The live terminal view of a running economy (Rich): what ``make run`` shows.
+
+Prices and utilization per resource with a short history, the last cycle's winners and losers, every agent's
+status and credits, the executions running now, the latest events and the prompts waiting for the human.
+It reads the database (never the runtime's internals, except which executions are running) a few times a
+second, from Rich's refresh thread.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import deque
+from decimal import Decimal
+
+from rich.console import Group
+from rich.panel import Panel
+from rich.table import Table
+from rich.text import Text
+from sqlalchemy import select
+
+from syntropism.core.allocation import CycleReport
+from syntropism.core.runtime import Runtime
+from syntropism.domain.economy import available_account, locked_account
+from syntropism.domain.models import Resource, credits_text, from_micros
+from syntropism.infra.tables import Account, Agent, OutboxEvent, Prompt
+
+SPARKS = "▁▂▃▄▅▆▇█"
+HISTORY = 30
+
+
+def sparkline(values: list[Decimal]) -> str:
+    if not values:
+        return ""
+    low, high = min(values), max(values)
+    span = high - low
+    return "".join(SPARKS[0 if span == 0 else int((v - low) / span * (len(SPARKS) - 1))] for v in values)
+
+
+class LiveView:
+    def __init__(self, runtime: Runtime) -> None:
+        self.runtime = runtime
+        self.prices: dict[Resource, deque[Decimal]] = {r: deque(maxlen=HISTORY) for r in Resource}
+        self.utilization: dict[Resource, Decimal] = {}
+        self.last: CycleReport | None = None
+        self.losers: int = 0
+
+    def on_cycle(self, report: CycleReport) -> None:
+        self.last = report
+        for resource, price in report.prices.items():
+            self.prices[resource].append(price)
+        self.utilization = dict(report.utilization)
+
+    def __rich__(self) -> Group:
+        return Group(self._header(), self._market(), self._agents(), self._activity())
+
+    def _header(self) -> Text:
+        api = self.runtime.api.url if self.runtime.api else "—"
+        cycle = self.last.cycle if self.last else 0
+        return Text.from_markup(
+            f"[bold green]Syntropism[/] — cycle [bold]{cycle}[/] · every "
+            f"{self.runtime.settings.clearing_interval_seconds:g}s · System Service {api} · Ctrl-C stops"
+        )
+
+    def _market(self) -> Table:
+        table = Table("resource", "price", "utilization", f"price, last {HISTORY} cycles", title="market", expand=True)
+        for resource in Resource:
+            history = list(self.prices[resource])
+            price = f"{history[-1]:.4f}" if history else "—"
+            used = self.utilization.get(resource)
+            table.add_row(resource.value, price, f"{used:.0%}" if used is not None else "—", sparkline(history))
+        if self.last:
+            winners = ", ".join(sorted(set(self.last.winning_agents))) or "nobody"
+            table.caption = (
+                f"last cycle: {self.last.bids_considered} bids · won by {winners} · {self.last.carried} carried · "
+                f"{self.last.outbid} outbid · {self.last.burned} credits burned"
+            )
+        return table
+
+    def _agents(self) -> Table:
+        running = {
+            r.claim.agent_id: r for r in (self.runtime.executions.running.values() if self.runtime.executions else [])
+        }
+        table = Table("agent", "status", "available", "locked", "running now", title="agents", expand=True)
+        with self.runtime.database.reader() as session:
+            agents = session.execute(select(Agent.id, Agent.status).order_by(Agent.created_at, Agent.id)).all()
+            balances = dict(session.execute(select(Account.id, Account.credits_micros - Account.debits_micros)).all())
+        now = time.monotonic()
+        for agent_id, status in agents:
+            execution = running.get(agent_id)
+            doing = ""
+            if execution is not None:
+                elapsed = now - execution.started
+                doing = (
+                    f"{elapsed:.1f}s of {execution.envelope.wall_seconds:g}s, {execution.envelope.cpu_cores:.2f} cores"
+                )
+            style = {"active": "green", "dormant": "yellow", "died": "red"}.get(status, "")
+            table.add_row(
+                agent_id,
+                Text(status, style=style),
+                credits_text(from_micros(balances.get(available_account(agent_id), 0))),
+                credits_text(from_micros(balances.get(locked_account(agent_id), 0))),
+                doing,
+            )
+        return table
+
+    def _activity(self) -> Panel:
+        with self.runtime.database.reader() as session:
+            events = session.execute(
+                select(OutboxEvent.event_type, OutboxEvent.agent_id, OutboxEvent.created_at)
+                .where(OutboxEvent.event_type.not_in(["market.price_discovered", "scheduler.cycle_completed"]))
+                .order_by(OutboxEvent.id.desc())
+                .limit(8)
+            ).all()
+            prompts = session.execute(
+                select(Prompt.agent_id, Prompt.text).where(Prompt.status == "pending").order_by(Prompt.created_at)
+            ).all()
+        lines = [f"{at:%H:%M:%S}  {kind:28s} {agent or ''}" for kind, agent, at in events]
+        body = Text("\n".join(lines) or "no events yet")
+        if prompts:
+            body.append(f"\n\n{len(prompts)} prompts wait for you (syntropism inbox):", style="bold magenta")
+            for agent, text in prompts[:3]:
+                body.append(f"\n  {agent}: {text[:80]}")
+        return Panel(body, title="recent events")
