@@ -122,8 +122,8 @@ def run(
     seconds: float | None = typer.Option(None, "--seconds", min=0, help="Stop after this many seconds."),
     cycles: int | None = typer.Option(None, "--cycles", min=1, help="Stop after this many market cycles."),
     interval: float | None = typer.Option(None, "--interval", min=0.01, help="Seconds between market cycles."),
-    agents: int = typer.Option(6, "--agents", min=0, help="Reference agents to start a fresh economy with."),
-    grant: str = typer.Option("100", "--grant", help="Credits each starter agent is granted."),
+    agents: int | None = typer.Option(None, "--agents", min=0, help="Reference agents a fresh economy starts with."),
+    grant: str | None = typer.Option(None, "--grant", help="Credits each starter agent is granted."),
     seed: int = typer.Option(0, "--seed", help="Seed for the starter population's first bids."),
     quiet: bool = typer.Option(False, "--quiet", help="Logs and a line per cycle, no live view."),
     as_json: bool = typer.Option(False, "--json", help="One JSON summary per cycle on stdout."),
@@ -135,7 +135,12 @@ def run(
     settings = _run_user_facing(
         lambda: _settings(ctx, database_url=database_url, nats_url=nats_url, clearing_interval_seconds=interval)
     )
-    starter_grant = _run_user_facing(lambda: from_micros(economy.parse_amount(grant, "--grant")))
+    starters = settings.starter_agents if agents is None else agents
+    starter_grant = (
+        settings.starter_grant
+        if grant is None
+        else _run_user_facing(lambda: from_micros(economy.parse_amount(grant, "--grant")))
+    )
     live = not (quiet or as_json) and console.is_terminal
     status_console = err_console if as_json else console  # with --json, stdout carries only the summaries
 
@@ -143,7 +148,7 @@ def run(
         async with Runtime(settings) as runtime:
             runtime.install_signal_handlers()
             started = await asyncio.to_thread(
-                seed_population, runtime.database, settings, agents=agents, grant=starter_grant, seed=seed
+                seed_population, runtime.database, settings, agents=starters, grant=starter_grant, seed=seed
             )
             _announce(status_console, runtime, settings, seconds, cycles, started)
             view = LiveView(runtime) if live else None

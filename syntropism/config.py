@@ -92,6 +92,10 @@ class Settings(BaseSettings):
         Decimal(1), ge=0, description="W_un, credits per Understandable point."
     )
 
+    # Starter population (a fresh state folder only).
+    starter_agents: int = Field(6, ge=0, description="Reference agents a fresh economy starts with.")
+    starter_grant: Decimal = Field(Decimal(100), ge=0, description="Credits each starter agent is granted.")
+
     # Execution.
     sandbox_disable: list[Literal["cgroups", "rlimits", "bubblewrap"]] = Field(
         default_factory=list,

@@ -33,7 +33,9 @@ def syntropism(state_dir: Path, *args: str, timeout: float = 60) -> subprocess.C
 
 
 def _env() -> dict[str, str]:
-    return {k: v for k, v in os.environ.items() if not k.startswith("SYNTROPISM_")} | {"COLUMNS": "200"}
+    # These tests are about the command line itself: an economy without starter agents.
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SYNTROPISM_")}
+    return env | {"COLUMNS": "200", "SYNTROPISM_STARTER_AGENTS": "0"}
 
 
 def start_runtime(state_dir: Path, *args: str) -> subprocess.Popen[str]:
@@ -68,7 +70,7 @@ def test_run_for_seconds_starts_and_stops_cleanly(state_dir: Path) -> None:
 def test_ctrl_c_stops_cleanly(state_dir: Path, sig: signal.Signals) -> None:
     """Ctrl-C signals the whole foreground process group; the runtime still drains before NATS stops."""
     _commit_events(state_dir, 3)
-    process = start_runtime(state_dir)
+    process = start_runtime(state_dir, "--agents", "0")  # only the events committed above
     info = json.loads((state_dir / "runtime.json").read_text())
     assert info["pid"] == process.pid and info["nats_url"].startswith("nats://127.0.0.1:")
     os.killpg(process.pid, sig)
