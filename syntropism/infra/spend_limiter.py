@@ -30,6 +30,7 @@ class SpendLimiter:
     def __init__(
         self, database: Database, *, rate: float, window: float, clock: Callable[[], float] = time.time
     ) -> None:
+        self._economy = database
         self.database = _bucket_database(database)
         self.rate = rate
         self.capacity = rate * window
@@ -43,7 +44,7 @@ class SpendLimiter:
             return float("inf")
         refilled = self._refilled("level")
         taken = self._execute(
-            f"UPDATE {TABLE} SET level = {refilled} - :tokens, refreshed_at = :now "
+            f"UPDATE {TABLE} SET level = {refilled} - :tokens, refreshed_at = :now, version = version + 1 "
             f"WHERE name = :name AND {refilled} >= :tokens RETURNING level",
             tokens=tokens,
         )
@@ -57,7 +58,8 @@ class SpendLimiter:
         if tokens > 0:
             refilled = self._refilled("level + :tokens")
             self._execute(
-                f"UPDATE {TABLE} SET level = {refilled}, refreshed_at = :now WHERE name = :name RETURNING level",
+                f"UPDATE {TABLE} SET level = {refilled}, refreshed_at = :now, version = version + 1 "
+                "WHERE name = :name RETURNING level",
                 tokens=tokens,
             )
 
@@ -87,6 +89,8 @@ class SpendLimiter:
         if self._connection is not None:
             self.database.release(self._connection)
             self._connection = None
+        if self.database is not self._economy:  # the bucket's own file: its engine is ours to close
+            self.database.dispose()
 
     def _writer(self) -> PoolProxiedConnection:
         if self._connection is None:

@@ -260,7 +260,7 @@ class SpendBucket(Base):
     name: Mapped[str] = mapped_column(String(32), primary_key=True)
     level: Mapped[float] = mapped_column()  # tokens available now (a measure, not money)
     refreshed_at: Mapped[float] = mapped_column()  # epoch seconds of the last refill
-    version: Mapped[int] = mapped_column(BigInteger)  # compare-and-set: a change applies only on its version
+    version: Mapped[int] = mapped_column(BigInteger)  # how many changes it has seen
 
 
 class MarketState(Base):

@@ -231,3 +231,26 @@ async def _eventually(condition: Any) -> None:
     from tests.support.waiting import eventually
 
     await eventually(condition, within=10, what="the consumption record")
+
+
+def test_the_bucket_refills_and_is_shared_on_sqlite_and_postgresql(any_database_url: str) -> None:
+    clock = [1000.0]
+    first, second = Database(any_database_url), Database(any_database_url)
+    first.migrate()
+    try:
+        a = SpendLimiter(first, rate=10, window=10, clock=lambda: clock[0])  # 100 tokens, 10 more per second
+        b = SpendLimiter(second, rate=10, window=10, clock=lambda: clock[0])
+        assert a.try_take(80) is None
+        assert b.try_take(30) == pytest.approx(1.0), "b sees a's spending: 20 left, 30 wanted → 1 s"
+        clock[0] += 2
+        assert b.try_take(30) is None, "two seconds refilled 20"
+        a.give_back(50)
+        assert b.level() == pytest.approx(60)
+        clock[0] += 100
+        assert a.level() == pytest.approx(100), "never more than the burst"
+        assert a.try_take(101) == float("inf")
+        a.close()
+        b.close()
+    finally:
+        first.dispose()
+        second.dispose()
