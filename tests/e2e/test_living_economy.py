@@ -19,7 +19,13 @@ COMMAND = [sys.executable, "-m", "syntropism"]
 
 def environment() -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("SYNTROPISM_")}
-    return env | {"SYNTROPISM_API_PORT": "0", "SYNTROPISM_KILL_GRACE_SECONDS": "1", "COLUMNS": "160"}
+    # One core of capacity, whatever the host has: the starters must compete for it.
+    return env | {
+        "SYNTROPISM_API_PORT": "0",
+        "SYNTROPISM_KILL_GRACE_SECONDS": "1",
+        "SYNTROPISM_CPU_CORES": "1",
+        "COLUMNS": "160",
+    }
 
 
 def syntropism(state: Path, *args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
