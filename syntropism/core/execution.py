@@ -253,7 +253,11 @@ class ExecutionManager:
             return
         running = _Running(claim, launch, process, began, envelope)
         self.running[claim.execution_id] = running
-        await asyncio.to_thread(self._record_start, running, token)
+        try:
+            await asyncio.to_thread(self._record_start, running, token)
+        except Exception:  # it runs but could not be recorded: it must not run unrecorded
+            log.exception("execution %s started but could not be recorded; killing it", claim.execution_id)
+            self._condemn(running, TerminationReason.ERROR, "its start could not be recorded")
         task = asyncio.create_task(self._supervise(running), name=f"execution-{claim.execution_id}")
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
