@@ -30,13 +30,14 @@ from sqlalchemy import func, select
 from syntropism.api.server import OPERATOR_TOKEN_FILE
 from syntropism.config import ENV_PREFIX, ConfigError, Settings, load_settings, parse_overrides
 from syntropism.core.allocation import CycleReport
-from syntropism.core.attention import AttentionError, AttentionService
+from syntropism.core.attention import AttentionService
 from syntropism.core.market import MarketManager
 from syntropism.core.population import seed_population
 from syntropism.core.runtime import Runtime, open_bus
 from syntropism.domain import economy
-from syntropism.domain.economy import LedgerError
+from syntropism.domain.errors import Refused
 from syntropism.domain.models import credits_text, from_micros
+from syntropism.infra.agents import standings
 from syntropism.infra.database import Database, DatabaseUnavailable
 from syntropism.infra.embedded_nats import NatsServerFailed, NatsServerNotFound
 from syntropism.infra.host import host_checks
@@ -44,7 +45,7 @@ from syntropism.infra.ledger import Ledger
 from syntropism.infra.nats_bus import BusUnavailable, EventBus, ReceivedEvent
 from syntropism.infra.outbox import OutboxRelay
 from syntropism.infra.state_dir import StateDirBusy
-from syntropism.infra.tables import Account, Agent, Execution, Prompt
+from syntropism.infra.tables import Execution, Prompt
 from syntropism.infra.telemetry import setup_tracing
 from syntropism.live import LiveView
 
@@ -61,9 +62,8 @@ log = logging.getLogger("syntropism")
 
 # Failures the user can fix: print the message (which says how) and exit 2, without a traceback.
 USER_ERRORS = (
-    AttentionError,
     ConfigError,
-    LedgerError,
+    Refused,
     StateDirBusy,
     NatsServerNotFound,
     NatsServerFailed,
@@ -313,27 +313,29 @@ def doctor(ctx: typer.Context) -> None:
         raise typer.Exit(1)
 
 
-@app.command()
-def migrate(ctx: typer.Context) -> None:
-    """Bring the database schema to the newest migration (``run`` does this on every start)."""
+@contextlib.contextmanager
+def _database(ctx: typer.Context) -> Iterator[tuple[Settings, Database]]:
+    """The configured database, migrated, for a command that works on the economy without a runtime."""
     settings = _run_user_facing(lambda: _settings(ctx))
     database = Database(settings.effective_database_url, sqlite_synchronous=settings.sqlite_synchronous)
     try:
         _run_user_facing(database.migrate)
-        console.print(f"schema at revision {database.current_revision()}")
+        yield settings, database
     finally:
         database.dispose()
+
+
+@app.command()
+def migrate(ctx: typer.Context) -> None:
+    """Bring the database schema to the newest migration (``run`` does this on every start)."""
+    with _database(ctx) as (_, database):
+        console.print(f"schema at revision {database.current_revision()}")
 
 
 @contextlib.contextmanager
 def _ledger(ctx: typer.Context) -> Iterator[Ledger]:
-    settings = _run_user_facing(lambda: _settings(ctx))
-    database = Database(settings.effective_database_url, sqlite_synchronous=settings.sqlite_synchronous)
-    try:
-        _run_user_facing(database.migrate)
+    with _database(ctx) as (_, database):
         yield Ledger(database)
-    finally:
-        database.dispose()
 
 
 @ledger_app.command("verify")
@@ -413,13 +415,8 @@ def ledger_grant(
 
 @contextlib.contextmanager
 def _attention(ctx: typer.Context) -> Iterator[AttentionService]:
-    settings = _run_user_facing(lambda: _settings(ctx))
-    database = Database(settings.effective_database_url, sqlite_synchronous=settings.sqlite_synchronous)
-    try:
-        _run_user_facing(database.migrate)
+    with _database(ctx) as (settings, database):
         yield AttentionService(database, settings)
-    finally:
-        database.dispose()
 
 
 def _age(moment: datetime) -> str:
@@ -498,25 +495,18 @@ def reward(
 def _agents_table(database: Database) -> Table:
     table = Table("agent", "status", "available", "locked", "executions", "last ended", title="agents")
     with database.reader() as session:
-        agents = session.execute(select(Agent.id, Agent.status).order_by(Agent.created_at, Agent.id)).all()
-        balances = dict(session.execute(select(Account.id, Account.credits_micros - Account.debits_micros)).all())
+        agents = standings(session)
         runs = dict(session.execute(select(Execution.agent_id, func.count()).group_by(Execution.agent_id)).all())
-        last = {
-            agent: reason
-            for agent, reason in session.execute(
-                select(Execution.agent_id, Execution.reason)
-                .where(Execution.status == "terminated")
-                .order_by(Execution.ended_at)
-            )
-        }
-    for agent_id, status in agents:
+        ended = select(Execution.agent_id, Execution.reason).where(Execution.status == "terminated")
+        last = dict(session.execute(ended.order_by(Execution.ended_at)).all())  # the latest per agent wins
+    for agent in agents:
         table.add_row(
-            agent_id,
-            status,
-            credits_text(from_micros(balances.get(economy.available_account(agent_id), 0))),
-            credits_text(from_micros(balances.get(economy.locked_account(agent_id), 0))),
-            str(runs.get(agent_id, 0)),
-            last.get(agent_id) or "",
+            agent.agent_id,
+            agent.status,
+            credits_text(agent.available),
+            credits_text(agent.locked),
+            str(runs.get(agent.agent_id, 0)),
+            last.get(agent.agent_id) or "",
         )
     return table
 
@@ -524,16 +514,16 @@ def _agents_table(database: Database) -> Table:
 @app.command("agents")
 def list_agents(ctx: typer.Context) -> None:
     """Every agent: status, credits, how many times it ran and how its last execution ended."""
-    with _ledger(ctx) as ledger:
-        console.print(_agents_table(ledger.database))
+    with _database(ctx) as (_, database):
+        console.print(_agents_table(database))
 
 
 @app.command()
 def status(ctx: typer.Context) -> None:
     """The economy at a glance: market prices and utilization, agents, and whether the ledger invariant holds."""
-    settings = _run_user_facing(lambda: _settings(ctx))
-    with _ledger(ctx) as ledger:
-        market = MarketManager(ledger.database, settings).market_state()
+    with _database(ctx) as (settings, database):
+        ledger = Ledger(database)
+        market = MarketManager(database, settings).market_state()
         table = Table("resource", "price", "utilization", "last cycle", title="market")
         for state in market:
             table.add_row(

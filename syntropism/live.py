@@ -20,9 +20,9 @@ from sqlalchemy import select
 
 from syntropism.core.allocation import CycleReport
 from syntropism.core.runtime import Runtime
-from syntropism.domain.economy import available_account, locked_account
-from syntropism.domain.models import Resource, credits_text, from_micros
-from syntropism.infra.tables import Account, Agent, OutboxEvent, Prompt
+from syntropism.domain.models import Resource, credits_text
+from syntropism.infra.agents import standings
+from syntropism.infra.tables import OutboxEvent, Prompt
 
 SPARKS = "▁▂▃▄▅▆▇█"
 HISTORY = 30
@@ -77,28 +77,24 @@ class LiveView:
         return table
 
     def _agents(self) -> Table:
-        running = {
-            r.claim.agent_id: r for r in (self.runtime.executions.running.values() if self.runtime.executions else [])
-        }
+        executions = self.runtime.executions
+        running = {r.claim.agent_id: r for r in (executions.running.values() if executions else [])}
         table = Table("agent", "status", "available", "locked", "running now", title="agents", expand=True)
         with self.runtime.database.reader() as session:
-            agents = session.execute(select(Agent.id, Agent.status).order_by(Agent.created_at, Agent.id)).all()
-            balances = dict(session.execute(select(Account.id, Account.credits_micros - Account.debits_micros)).all())
+            agents = standings(session)
         now = time.monotonic()
-        for agent_id, status in agents:
-            execution = running.get(agent_id)
+        for agent in agents:
+            execution = running.get(agent.agent_id)
             doing = ""
             if execution is not None:
-                elapsed = now - execution.started
-                doing = (
-                    f"{elapsed:.1f}s of {execution.envelope.wall_seconds:g}s, {execution.envelope.cpu_cores:.2f} cores"
-                )
-            style = {"active": "green", "dormant": "yellow", "died": "red"}.get(status, "")
+                envelope = execution.envelope
+                doing = f"{now - execution.started:.1f}s of {envelope.wall_seconds:g}s, {envelope.cpu_cores:.2f} cores"
+            style = {"active": "green", "dormant": "yellow", "died": "red"}.get(agent.status, "")
             table.add_row(
-                agent_id,
-                Text(status, style=style),
-                credits_text(from_micros(balances.get(available_account(agent_id), 0))),
-                credits_text(from_micros(balances.get(locked_account(agent_id), 0))),
+                agent.agent_id,
+                Text(agent.status, style=style),
+                credits_text(agent.available),
+                credits_text(agent.locked),
                 doing,
             )
         return table

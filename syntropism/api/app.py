@@ -10,14 +10,13 @@ from __future__ import annotations
 
 import hmac
 import threading
-from collections.abc import Callable
 from dataclasses import asdict, dataclass
-from typing import Annotated, Any, NamedTuple, TypeVar
+from typing import Annotated, Any, NamedTuple
 
 from fastapi import APIRouter, Depends, FastAPI, Header, Query, Request, Response
-from fastapi.concurrency import run_in_threadpool
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy import bindparam, select
+from sqlalchemy.orm import Session
 
 from syntropism.api.errors import ApiError, install_error_handlers
 from syntropism.api.schemas import (
@@ -53,15 +52,14 @@ from syntropism.core.attention import AttentionService
 from syntropism.core.execution import ExecutionManager, hash_token
 from syntropism.core.intelligence import IntelligenceService
 from syntropism.core.market import MarketManager, PlacedBid, bundle_of
-from syntropism.core.social import SocialService, balances_of
+from syntropism.core.social import SocialService
 from syntropism.domain import economy
 from syntropism.domain.models import from_micros
-from syntropism.infra.agents import register_agent
+from syntropism.infra.agents import register_agent, standings
 from syntropism.infra.database import Database
 from syntropism.infra.ledger import Ledger, Receipt, apply
 from syntropism.infra.tables import Agent, Bid, Execution
 
-T = TypeVar("T")
 ERRORS = {status: {"model": ErrorBody} for status in (401, 402, 403, 404, 409, 422)}
 IdempotencyKey = Annotated[
     str,
@@ -161,20 +159,12 @@ async def services(request: Request) -> Services:  # async: no thread hop for a 
 ServicesDep = Annotated[Services, Depends(services)]
 
 
-async def read(svc: Services, query: Callable[..., T], *args: Any) -> T:
-    """Run a short read. On SQLite it runs right here on the event loop — a WAL read never waits for a writer,
-    and a thread hop costs more than the read; on a database server it runs in the thread pool."""
-    if svc.database.backend == "sqlite":
-        return query(*args)
-    return await run_in_threadpool(query, *args)
-
-
 async def caller(
     svc: ServicesDep, credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)]
 ) -> Caller:
     if credentials is None:
         raise ApiError(401, "missing_token", "send Authorization: Bearer <SYNTROPISM_TOKEN>")
-    row = await read(svc, svc.tokens.lookup, hash_token(credentials.credentials))
+    row = await svc.database.short(svc.tokens.lookup, hash_token(credentials.credentials))
     if row is None:
         raise ApiError(401, "invalid_token", "this token belongs to no execution")
     if row.status != "running":
@@ -222,16 +212,16 @@ def placed_out(placed: PlacedBid) -> BidOut:
     )
 
 
-def agent_out(session: object, agent: Agent) -> AgentOut:
-    available, locked = balances_of(session, agent.id)  # type: ignore[arg-type]
+def agent_out(session: Session, agent: Agent) -> AgentOut:
+    [standing] = standings(session, [agent.id])
     return AgentOut(
         agent_id=agent.id,
         name=agent.name,
         status=agent.status,  # type: ignore[arg-type]
         parent_id=agent.parent_id,
         entry_point=agent.entry_point,
-        available=available,
-        locked=locked,
+        available=standing.available,
+        locked=standing.locked,
         created_at=agent.created_at,
     )
 
@@ -243,7 +233,7 @@ economic = APIRouter(prefix="/economic", tags=["economic"], responses=ERRORS)
 
 @economic.get("/balance", response_model=BalanceOut)
 async def get_balance(svc: ServicesDep, me: CallerDep) -> BalanceOut:
-    balance = await read(svc, svc.ledger.balance, me.agent_id)
+    balance = await svc.database.short(svc.ledger.balance, me.agent_id)
     return BalanceOut(agent_id=me.agent_id, available=balance.available, locked=balance.locked)
 
 
@@ -295,11 +285,15 @@ def get_market_state(svc: ServicesDep, me: CallerDep) -> MarketStateOut:
 
 @market.post("/bid", response_model=BidOut)
 def post_bid(svc: ServicesDep, me: CallerDep, body: BidIn, key: IdempotencyKey) -> BidOut:
+    return place_bid(svc, me.agent_id, body, f"{me.agent_id}:{key}")
+
+
+def place_bid(svc: Services, payer: str, body: BidIn, key: str) -> BidOut:
     placed = svc.market.place_bid(
-        me.agent_id,
+        payer,
         body.bundle,
         body.amount,
-        idempotency_key=f"{me.agent_id}:{key}",
+        idempotency_key=key,
         lifetime_cycles=body.lifetime_cycles,
         on_behalf_of=body.on_behalf_of,
     )
@@ -487,15 +481,7 @@ def score_prompt(svc: ServicesDep, prompt_id: str, body: ScoreIn) -> PromptOut:
 
 @admin.post("/bids", response_model=BidOut)
 def admin_bid(svc: ServicesDep, body: AdminBidIn, key: IdempotencyKey) -> BidOut:
-    placed = svc.market.place_bid(
-        body.agent_id,
-        body.bundle,
-        body.amount,
-        idempotency_key=f"admin:{key}",
-        lifetime_cycles=body.lifetime_cycles,
-        on_behalf_of=body.on_behalf_of,
-    )
-    return placed_out(placed)
+    return place_bid(svc, body.agent_id, body, f"admin:{key}")
 
 
 @admin.delete("/bids/{bid_id}", response_model=BidOut)

@@ -9,11 +9,8 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from syntropism.core.attention import AttentionError
 from syntropism.core.intelligence import InferenceRefused
-from syntropism.core.social import SocialError
-from syntropism.domain.economy import LedgerError
-from syntropism.domain.market import BidRejected
+from syntropism.domain.errors import Refused
 
 log = logging.getLogger(__name__)
 
@@ -56,10 +53,6 @@ class ApiError(Exception):
         self.reason = reason
         self.detail = detail
 
-    @classmethod
-    def refused(cls, reason: str, detail: str) -> ApiError:
-        return cls(STATUS_OF_REASON.get(reason, 422), reason, detail)
-
 
 def error_response(status: int, reason: str, detail: str, headers: dict[str, str] | None = None) -> JSONResponse:
     body = {"error": KINDS.get(status, "error"), "reason": reason, "detail": detail}
@@ -72,17 +65,8 @@ def install_error_handlers(app: FastAPI) -> None:
         headers = {"WWW-Authenticate": "Bearer"} if exc.status == 401 else None
         return error_response(exc.status, exc.reason, exc.detail, headers)
 
-    @app.exception_handler(LedgerError)
-    async def _ledger_error(_request: Request, exc: LedgerError) -> JSONResponse:
-        return error_response(STATUS_OF_REASON.get(exc.code, 422), exc.code, str(exc))
-
-    @app.exception_handler(BidRejected)
-    async def _bid_rejected(_request: Request, exc: BidRejected) -> JSONResponse:
-        return error_response(STATUS_OF_REASON.get(exc.reason, 422), exc.reason, exc.detail)
-
-    @app.exception_handler(SocialError)
-    @app.exception_handler(AttentionError)
-    async def _refused(_request: Request, exc: SocialError | AttentionError) -> JSONResponse:
+    @app.exception_handler(Refused)  # ledger, market, social and attention refusals alike
+    async def _refused(_request: Request, exc: Refused) -> JSONResponse:
         return error_response(STATUS_OF_REASON.get(exc.reason, 422), exc.reason, exc.detail)
 
     @app.exception_handler(InferenceRefused)

@@ -24,6 +24,7 @@ from sqlalchemy import func, select, update
 from syntropism.config import Settings
 from syntropism.core.market import bundle_of
 from syntropism.domain import economy
+from syntropism.domain.errors import Refused
 from syntropism.domain.events import PromptScored, PromptScoredData, PromptSubmitted, PromptSubmittedData
 from syntropism.domain.models import from_micros, time_ordered_id
 from syntropism.infra.database import Database
@@ -35,13 +36,8 @@ MAX_PROMPT_CHARS = 20_000
 MAX_ATTACHMENTS = 10
 
 
-class AttentionError(ValueError):
-    """A refused prompt or score: ``reason`` is a stable code (the API maps it to a status)."""
-
-    def __init__(self, reason: str, detail: str) -> None:
-        super().__init__(detail)
-        self.reason = reason
-        self.detail = detail
+class AttentionError(Refused):
+    """A refused prompt or score."""
 
 
 @dataclass(frozen=True)

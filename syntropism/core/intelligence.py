@@ -20,10 +20,10 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from decimal import Decimal
-from typing import Any, TypeVar
+from typing import Any
 
 import aiohttp
 from sqlalchemy import bindparam, select, update
@@ -41,7 +41,6 @@ from syntropism.infra.spend_limiter import SpendLimiter
 from syntropism.infra.tables import Execution
 
 log = logging.getLogger(__name__)
-T = TypeVar("T")
 
 TEMPLATE_TOKENS_PER_MESSAGE = 8  # role markers and separators a chat template adds around each message
 TEMPLATE_TOKENS_PER_REQUEST = 8
@@ -148,7 +147,7 @@ class IntelligenceService:
             )  # fmt: skip
         quota.reserved += reservation  # before any await: concurrent requests see it at once
         try:
-            wait = await self._bucket(self.limiter.try_take, reservation)
+            wait = await self.limiter.database.short(self.limiter.try_take, reservation)
         except BaseException:
             quota.reserved -= reservation
             raise
@@ -165,33 +164,26 @@ class IntelligenceService:
         model = body.get("model") or self.settings.llm_default_model or ""
         return _Request(agent_id, execution_id, quota, reservation, self.settings.llm_model_map.get(model, model))
 
-    async def _send(self, request: _Request, upstream_body: dict[str, Any]) -> aiohttp.ClientResponse:
-        """The upstream's answer (its headers; the body is read by the caller within the same timeout); a
-        timeout is 504, anything else that goes wrong 502, and neither is charged."""
+    async def _send(
+        self, request: _Request, upstream_body: dict[str, Any], *, stream: bool
+    ) -> tuple[aiohttp.ClientResponse, bytes]:
+        """The upstream's answer and, unless streaming, its body; a timeout is 504, anything else that goes
+        wrong 502, and neither is charged."""
         try:
             response = await self._http().post(self._completions_url, json=upstream_body)
+            content = b"" if stream and response.status < 400 else await response.read()
         except TimeoutError:
-            raise await self._timed_out(request) from None
+            timeout = self.settings.llm_timeout_seconds
+            raise await self._fail(request, 504, "upstream_timeout", f"no answer within {timeout:g} s") from None
         except aiohttp.ClientError as exc:
             raise await self._fail(request, 502, "upstream_unreachable", f"{type(exc).__name__}: {exc}") from None
         if response.status >= 400:
-            text = (await response.read()).decode(errors="replace")[:500]
-            response.release()
+            text = content.decode(errors="replace")[:500]
             raise await self._fail(request, 502, "upstream_error", f"upstream answered {response.status}: {text}")
-        return response
-
-    async def _timed_out(self, request: _Request) -> InferenceRefused:
-        timeout = self.settings.llm_timeout_seconds
-        return await self._fail(request, 504, "upstream_timeout", f"no answer within {timeout:g} s")
+        return response, content
 
     async def _complete(self, request: _Request, upstream_body: dict[str, Any], key: str) -> Response:
-        response = await self._send(request, upstream_body)
-        try:
-            content = await response.read()
-        except TimeoutError:
-            raise await self._timed_out(request) from None
-        except aiohttp.ClientError as exc:
-            raise await self._fail(request, 502, "upstream_unreachable", f"{type(exc).__name__}: {exc}") from None
+        _response, content = await self._send(request, upstream_body, stream=False)
         try:
             answer = json.loads(content)
         except ValueError:
@@ -207,7 +199,7 @@ class IntelligenceService:
         )
 
     async def _stream(self, request: _Request, upstream_body: dict[str, Any]) -> Response:
-        response = await self._send(request, upstream_body)
+        response, _ = await self._send(request, upstream_body, stream=True)
 
         async def relay() -> AsyncIterator[bytes]:
             usage: dict[str, Any] | None = None
@@ -291,7 +283,7 @@ class IntelligenceService:
     async def _fail(self, request: _Request, status: int, reason: str, detail: str) -> InferenceRefused:
         """The upstream failed: nothing is charged, the reservation goes back to the quota and the bucket."""
         request.quota.reserved -= request.reservation
-        await self._bucket(self.limiter.give_back, request.reservation)
+        await self.limiter.database.short(self.limiter.give_back, request.reservation)
         return await self._deny(
             request.agent_id, request.execution_id, status, reason, detail, remaining=request.quota.remaining
         )
@@ -324,13 +316,6 @@ class IntelligenceService:
     def _record(self, event: RequestDenied) -> None:
         with self.database.transaction() as session:
             record_event(session, event)
-
-    async def _bucket(self, operation: Callable[[int], T], tokens: int) -> T:
-        """A bucket operation. On SQLite it runs right here on the event loop: the bucket's own file commits
-        without an fsync in some 20 µs, far less than a hop to a worker thread; on a server, in the pool."""
-        if self.limiter.database.backend == "sqlite":
-            return operation(tokens)
-        return await run_in_threadpool(operation, tokens)
 
     async def _quota(self, execution_id: str) -> Quota:
         quota = self._quotas.get(execution_id)

@@ -26,7 +26,7 @@ from sqlalchemy.orm import Session
 
 from syntropism.config import Settings
 from syntropism.domain import economy
-from syntropism.domain.economy import available_account, locked_account
+from syntropism.domain.errors import Refused
 from syntropism.domain.events import AgentDied, AgentDiedData, MessageSent, MessageSentData
 from syntropism.domain.models import from_micros, time_ordered_id
 from syntropism.infra.agents import register_agent
@@ -42,13 +42,8 @@ MAX_MESSAGE_CHARS = 20_000
 MAX_SPAWN_BYTES = 64 * 2**20  # what a child may inherit from its parent's workspace
 
 
-class SocialError(ValueError):
-    """A refused social call: ``reason`` is a stable code (the API maps it to a status), the message says why."""
-
-    def __init__(self, reason: str, detail: str) -> None:
-        super().__init__(detail)
-        self.reason = reason
-        self.detail = detail
+class SocialError(Refused):
+    """A refused message or spawn."""
 
 
 @dataclass(frozen=True)
@@ -261,17 +256,6 @@ class SocialService:
         with tarfile.open(archive, "w:gz") as tar:
             tar.add(workspace, arcname=agent_id)
         return archive.resolve()
-
-
-def balances_of(session: Session, agent_id: str) -> tuple[Decimal, Decimal]:
-    rows = dict(
-        session.execute(
-            select(Account.id, Account.credits_micros - Account.debits_micros).where(
-                Account.id.in_([available_account(agent_id), locked_account(agent_id)])
-            )
-        ).all()
-    )
-    return from_micros(rows.get(available_account(agent_id), 0)), from_micros(rows.get(locked_account(agent_id), 0))
 
 
 def _sent(message: Message, *, replayed: bool = False) -> SentMessage:

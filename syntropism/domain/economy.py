@@ -23,6 +23,7 @@ from decimal import ROUND_HALF_EVEN, Decimal, InvalidOperation
 from enum import StrEnum
 from typing import Any
 
+from syntropism.domain.errors import Refused
 from syntropism.domain.events import (
     CreditsBurned,
     CreditsGranted,
@@ -60,12 +61,12 @@ class OperationKind(StrEnum):
     GRANT = "grant"
 
 
-class LedgerError(ValueError):
-    """A refused operation. ``code`` is stable (the API maps it to a status); the message says why."""
+class LedgerError(Refused):
+    """A refused ledger operation; its ``reason`` is also its ``code``."""
 
-    def __init__(self, code: str, message: str) -> None:
-        super().__init__(message)
-        self.code = code
+    @property
+    def code(self) -> str:
+        return self.reason
 
 
 def parse_amount(value: Any, what: str = "amount") -> int:

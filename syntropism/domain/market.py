@@ -15,18 +15,14 @@ from typing import Any
 from pydantic import ValidationError
 
 from syntropism.domain.economy import LedgerError, parse_amount
+from syntropism.domain.errors import Refused
 from syntropism.domain.models import Resource, ResourceBundle
 
 MAX_LIFETIME_CYCLES = 1000
 
 
-class BidRejected(ValueError):
-    """A refused bid: ``reason`` is a stable code (the API maps it to a status), the message says why."""
-
-    def __init__(self, reason: str, detail: str) -> None:
-        super().__init__(detail)
-        self.reason = reason
-        self.detail = detail
+class BidRejected(Refused):
+    """A refused bid."""
 
 
 @dataclass(frozen=True)

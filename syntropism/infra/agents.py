@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from dataclasses import dataclass
 from decimal import Decimal
 
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from syntropism.domain.economy import LedgerError
 from syntropism.domain.events import AgentSpawned, AgentSpawnedData
+from syntropism.domain.models import from_micros
 from syntropism.infra.ledger import open_accounts
 from syntropism.infra.outbox import record_event
-from syntropism.infra.tables import Agent
+from syntropism.infra.tables import Account, Agent
 
 
 def register_agent(
@@ -41,3 +45,31 @@ def register_agent(
         ),
     )
     return agent
+
+
+@dataclass(frozen=True)
+class Standing:
+    """An agent's status and credits."""
+
+    agent_id: str
+    status: str
+    available: Decimal
+    locked: Decimal
+
+
+def standings(session: Session, agent_ids: Sequence[str] | None = None) -> list[Standing]:
+    """Every agent (or these) with its available and locked credits, oldest first, in one query."""
+    query = (
+        select(Agent.id, Agent.status, Account.kind, Account.credits_micros - Account.debits_micros)
+        .join(Account, Account.agent_id == Agent.id)
+        .order_by(Agent.created_at, Agent.id)
+    )
+    if agent_ids is not None:
+        query = query.where(Agent.id.in_(agent_ids))
+    found: dict[str, tuple[str, dict[str, int]]] = {}
+    for agent_id, status, kind, micros in session.execute(query):
+        found.setdefault(agent_id, (status, {}))[1][kind] = micros
+    return [
+        Standing(agent_id, status, from_micros(credits.get("available", 0)), from_micros(credits.get("locked", 0)))
+        for agent_id, (status, credits) in found.items()
+    ]

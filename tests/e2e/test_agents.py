@@ -7,6 +7,7 @@ import asyncio
 import json
 from collections import Counter
 from pathlib import Path
+from typing import Any
 
 import httpx
 
@@ -19,16 +20,45 @@ from tests.support.waiting import eventually
 
 AGENTS = Path(__file__).resolve().parents[2] / "agents"
 FIRST_BID = {"cpu_percent": "0.4", "memory_percent": "0.05", "duration_seconds": 3}
+OPERATOR = "operator"
+
+
+def economy(tmp_path: Path, **overrides: Any) -> Settings:
+    """A fast-clearing economy of one core and 2 GiB (unless overridden), with a known operator token."""
+    base = {"clearing_interval_seconds": 0.2, "cpu_cores": 1, "memory_bytes": 2 * 2**30}
+    return Settings(state_dir=tmp_path / "state", operator_token=OPERATOR, **(base | overrides))
+
+
+async def add_agent(
+    runtime: Runtime,
+    agent_id: str,
+    kind: str,
+    *,
+    entry: str = "main.py",
+    grant: str = "50",
+    extra_files: dict[str, str] | None = None,
+    first_bid: dict[str, Any] | None = FIRST_BID,
+) -> None:
+    """Create an agent from ``agents/<kind>`` through the operator API and, unless ``first_bid`` is None, bid
+    for its first run from its own credits."""
+    assert runtime.api is not None
+    files = {entry: (AGENTS / kind / entry).read_text(), **(extra_files or {})}
+    async with httpx.AsyncClient(base_url=runtime.api.url, headers={"Authorization": f"Bearer {OPERATOR}"}) as admin:
+        created = await admin.post(
+            "/admin/agents", json={"agent_id": agent_id, "files": files, "entry_point": entry, "initial_grant": grant}
+        )
+        assert created.status_code == 201, created.text
+        if first_bid is not None:
+            placed = await admin.post(
+                "/admin/bids",
+                headers={"Idempotency-Key": f"first-{agent_id}"},
+                json={"agent_id": agent_id, "bundle": first_bid, "amount": "1"},
+            )
+            assert placed.status_code == 200, placed.text
 
 
 async def test_an_sdk_agent_and_a_curl_agent_bid_win_run_and_bid_again(tmp_path: Path) -> None:
-    settings = Settings(
-        state_dir=tmp_path / "state",
-        clearing_interval_seconds=0.2,
-        cpu_cores=1,
-        memory_bytes=2 * 2**30,
-        operator_token="operator",
-    )
+    settings = economy(tmp_path)
     runtime = Runtime(settings)
     await runtime.start()
     completed: Counter[str] = Counter()
@@ -45,23 +75,8 @@ async def test_an_sdk_agent_and_a_curl_agent_bid_win_run_and_bid_again(tmp_path:
     try:
         assert runtime.executions is not None and runtime.api is not None
         runtime.executions.on_terminated(on_end)
-        async with httpx.AsyncClient(base_url=runtime.api.url, headers={"Authorization": "Bearer operator"}) as admin:
-            for agent_id, folder, entry in (
-                ("sdk-agent", "random_bidder", "main.py"),
-                ("curl-agent", "curl_bidder", "main.sh"),
-            ):
-                code = (AGENTS / folder / entry).read_text()
-                created = await admin.post(
-                    "/admin/agents",
-                    json={"agent_id": agent_id, "files": {entry: code}, "entry_point": entry, "initial_grant": "50"},
-                )
-                assert created.status_code == 201, created.text
-                first = await admin.post(
-                    "/admin/bids",
-                    headers={"Idempotency-Key": f"first-{agent_id}"},
-                    json={"agent_id": agent_id, "bundle": FIRST_BID, "amount": "1"},
-                )
-                assert first.status_code == 200, first.text
+        await add_agent(runtime, "sdk-agent", "random_bidder")
+        await add_agent(runtime, "curl-agent", "curl_bidder", entry="main.sh")
         runtime.start_clearing()
         async with asyncio.timeout(60):
             await enough.wait()
@@ -89,13 +104,7 @@ async def test_an_sdk_agent_and_a_curl_agent_bid_win_run_and_bid_again(tmp_path:
 async def test_the_broker_wakes_the_thinker_when_cpu_is_cheap_and_the_conservative_bidder_keeps_going(
     tmp_path: Path,
 ) -> None:
-    settings = Settings(
-        state_dir=tmp_path / "state",
-        clearing_interval_seconds=0.2,
-        cpu_cores=2,
-        memory_bytes=4 * 2**30,
-        operator_token="operator",
-    )
+    settings = economy(tmp_path, cpu_cores=2, memory_bytes=4 * 2**30)
     runtime = Runtime(settings)
     await runtime.start()
     completed: Counter[str] = Counter()
@@ -110,25 +119,9 @@ async def test_the_broker_wakes_the_thinker_when_cpu_is_cheap_and_the_conservati
     try:
         assert runtime.executions is not None and runtime.api is not None
         runtime.executions.on_terminated(on_end)
-        team = {"team.json": '{"thinker": "thinker"}'}
-        async with httpx.AsyncClient(base_url=runtime.api.url, headers={"Authorization": "Bearer operator"}) as admin:
-            for agent_id, extra, first_bid in (
-                ("broker", team, True),
-                ("thinker", {}, False),  # it never bids: only the broker wakes it
-                ("conservative", {}, True),
-            ):
-                files = {"main.py": (AGENTS / agent_id / "main.py").read_text(), **extra}
-                created = await admin.post(
-                    "/admin/agents", json={"agent_id": agent_id, "files": files, "initial_grant": "100"}
-                )
-                assert created.status_code == 201, created.text
-                if first_bid:
-                    placed = await admin.post(
-                        "/admin/bids",
-                        headers={"Idempotency-Key": f"first-{agent_id}"},
-                        json={"agent_id": agent_id, "bundle": FIRST_BID, "amount": "1"},
-                    )
-                    assert placed.status_code == 200, placed.text
+        await add_agent(runtime, "broker", "broker", grant="100", extra_files={"team.json": '{"thinker": "thinker"}'})
+        await add_agent(runtime, "thinker", "thinker", grant="100", first_bid=None)  # only the broker wakes it
+        await add_agent(runtime, "conservative", "conservative", grant="100")
         runtime.start_clearing()
         async with asyncio.timeout(60):
             await enough.wait()
@@ -146,36 +139,15 @@ async def test_the_broker_wakes_the_thinker_when_cpu_is_cheap_and_the_conservati
 
 async def test_the_poet_thinks_with_the_llm_from_inside_the_sandbox(tmp_path: Path) -> None:
     with fake_llm() as (llm_url, calls):
-        settings = Settings(
-            state_dir=tmp_path / "state",
-            clearing_interval_seconds=0.2,
-            cpu_cores=1,
-            memory_bytes=2 * 2**30,
-            operator_token="operator",
-            llm_base_url=llm_url,
-            llm_spend_limit=100,  # tokens/s: 100 % of tokens
-        )
+        settings = economy(tmp_path, llm_base_url=llm_url, llm_spend_limit=100)  # 100 tokens/s: 100 % of tokens
         runtime = Runtime(settings)
         await runtime.start()
         ended = asyncio.Event()
         try:
             assert runtime.executions is not None and runtime.api is not None
             runtime.executions.on_terminated(lambda outcome: ended.set())
-            async with httpx.AsyncClient(
-                base_url=runtime.api.url, headers={"Authorization": "Bearer operator"}
-            ) as admin:
-                code = (AGENTS / "poet" / "main.py").read_text()
-                created = await admin.post(
-                    "/admin/agents", json={"agent_id": "poet", "files": {"main.py": code}, "initial_grant": "50"}
-                )
-                assert created.status_code == 201, created.text
-                rich = {**FIRST_BID, "tokens_percent": "1", "duration_seconds": 4}  # 400 tokens: room for a poem
-                placed = await admin.post(
-                    "/admin/bids",
-                    headers={"Idempotency-Key": "first-poet"},
-                    json={"agent_id": "poet", "bundle": rich, "amount": "1"},
-                )
-                assert placed.status_code == 200, placed.text
+            rich = {**FIRST_BID, "tokens_percent": "1", "duration_seconds": 4}  # 400 tokens: room for a poem
+            await add_agent(runtime, "poet", "poet", first_bid=rich)
             runtime.start_clearing()
             async with asyncio.timeout(30):
                 await ended.wait()

@@ -15,6 +15,7 @@ import pytest
 from sqlalchemy import func, select
 
 from syntropism.infra.tables import OutboxEvent, Prompt
+from syntropism.sdk import ServiceError, SystemService
 from tests.support.api import Api, running_api
 from tests.support.terminal import Terminal
 
@@ -191,3 +192,14 @@ def test_a_person_reads_and_scores_a_prompt_in_the_inbox(tmp_path: Path) -> None
         assert terminal.close() == 0
         assert minted(api) == before + 21
         assert api.services.attention.get(prompt_id).status == "scored"
+
+
+def test_the_sdk_puts_a_prompt_before_the_human(api: Api) -> None:
+    token = api.start_execution("alice", attention_ppm=500_000, duration_ms=30_000)
+    with SystemService(api.url, token) as service:
+        submitted = service.prompt_human("Is this useful?", key="sdk-prompt")
+        assert submitted["status"] == "pending" and submitted["agent_id"] == "alice"
+        assert service.prompt_human("Is this useful?", key="sdk-prompt")["replayed"] is True
+        with pytest.raises(ServiceError) as refusal:
+            service.prompt_human("x" * 1000)  # 55 attention-seconds: more than the 15 bought
+        assert (refusal.value.status, refusal.value.reason) == (402, "quota_exceeded")

@@ -127,6 +127,18 @@ async def bare_world(tmp_path: Path, bare_sandbox: Sandbox) -> AsyncIterator[Wor
     built.database.dispose()
 
 
+def memory_hog(chunk_mib: int) -> str:
+    """An agent that touches ever more memory, ``chunk_mib`` at a time, until something stops it."""
+    return f"""
+        chunks = []
+        while True:
+            chunk = bytearray({chunk_mib} * 2**20)
+            for i in range(0, len(chunk), 4096):
+                chunk[i] = 1
+            chunks.append(chunk)
+        """
+
+
 def processes_with(marker: str) -> list[int]:
     found = []
     for entry in os.scandir("/proc"):
@@ -205,17 +217,7 @@ async def test_the_token_is_known_to_the_database_only_by_its_hash_while_running
 
 async def test_a_memory_hog_is_killed_by_the_kernel_as_memory_exceeded(world: World) -> None:
     needs(world.manager.sandbox, "cgroup-memory")
-    world.agent(
-        "hog",
-        """
-        chunks = []
-        while True:
-            chunk = bytearray(16 * 2**20)
-            for i in range(0, len(chunk), 4096):
-                chunk[i] = 1
-            chunks.append(chunk)
-        """,
-    )
+    world.agent("hog", memory_hog(chunk_mib=16))
     outcome = await world.run("hog", memory=64 * MiB)
     assert outcome.reason is TerminationReason.MEMORY_EXCEEDED, outcome
     assert outcome.signal == 9  # SIGKILL, from the OOM killer
@@ -524,17 +526,7 @@ class _tcp_server:
 
 async def test_without_a_memory_cgroup_resident_memory_is_watched(bare_world: World) -> None:
     assert "cgroup-memory" in bare_world.manager.sandbox.unavailable
-    bare_world.agent(
-        "hog",
-        """
-        chunks = []
-        while True:
-            chunk = bytearray(8 * 2**20)
-            for i in range(0, len(chunk), 4096):
-                chunk[i] = 1
-            chunks.append(chunk)
-        """,
-    )
+    bare_world.agent("hog", memory_hog(chunk_mib=8))
     outcome = await bare_world.run("hog", memory=64 * MiB)  # caught by the watcher or by the address-space cap
     assert outcome.reason is TerminationReason.MEMORY_EXCEEDED, outcome
     assert outcome.peak_memory_bytes >= 64 * MiB
