@@ -22,12 +22,22 @@ from rich.console import Console
 from rich.live import Live
 from rich.logging import RichHandler
 from rich.panel import Panel
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.prompt import IntPrompt
 from rich.prompt import Prompt as RichPrompt
 from rich.table import Table
 from sqlalchemy import func, select
 
 from syntropism.api.server import OPERATOR_TOKEN_FILE
+from syntropism.benchmarks.report import write_json, write_junit
+from syntropism.benchmarks.runner import BenchmarkRunner, ScenarioResult
+from syntropism.benchmarks.scenario import (
+    LoadedScenario,
+    ScenarioError,
+    load_scenario,
+    scenario_json_schema,
+    shipped_scenarios,
+)
 from syntropism.config import ENV_PREFIX, ConfigError, Settings, load_settings, parse_overrides
 from syntropism.core.allocation import CycleReport
 from syntropism.core.attention import AttentionService
@@ -63,6 +73,7 @@ log = logging.getLogger("syntropism")
 # Failures the user can fix: print the message (which says how) and exit 2, without a traceback.
 USER_ERRORS = (
     ConfigError,
+    ScenarioError,
     Refused,
     StateDirBusy,
     NatsServerNotFound,
@@ -547,3 +558,94 @@ def status(ctx: typer.Context) -> None:
     )
     if not report.ok:
         raise typer.Exit(1)
+
+
+# --- benchmarks ----------------------------------------------------------------------------------------------
+
+STATUS_STYLE = {"passed": "[green]passed[/]", "failed": "[red]FAILED[/]", "error": "[red]ERROR[/]"}
+
+
+def _scenario_files(paths: list[Path], domain: str | None) -> list[Path]:
+    if not paths:
+        return shipped_scenarios(domain)
+    files: list[Path] = []
+    for path in paths:
+        if path.is_dir():
+            files += sorted(path.rglob("*.json"))
+        elif path.is_file():
+            files.append(path)
+        else:
+            raise ScenarioError(f"{path}: no such scenario file or folder")
+    return [p for p in files if p.name != "scenario.schema.json"]
+
+
+def _bench_summary(results: list[ScenarioResult]) -> Table:
+    table = Table("scenario", "name", "status", "checks", "not evaluated", "events", "seconds")
+    for r in results:
+        checks = f"{r.count('passed')}/{len(r.checks) - r.count('not_evaluated')}"
+        table.add_row(
+            r.scenario_id, r.name, STATUS_STYLE[r.status], checks, str(r.count("not_evaluated")),
+            str(len(r.events)), f"{r.seconds:.1f}",
+        )  # fmt: skip
+    return table
+
+
+def _print_problems(result: ScenarioResult) -> None:
+    if result.error:
+        console.print(f"[red]{result.scenario_id}[/]: the run broke: {result.error}")
+    for check in result.checks:
+        if check.status != "passed":
+            colour = "red" if check.status == "failed" else "yellow"
+            console.print(f"[{colour}]{result.scenario_id} {check.status}[/] {check.check}: {check.reason}")
+
+
+@app.command()
+def bench(
+    ctx: typer.Context,
+    paths: list[Path] = typer.Argument(None, help="Scenario files or folders; default: every shipped scenario."),
+    domain: str | None = typer.Option(None, "--domain", help="Only scenarios of this domain."),
+    json_out: Path | None = typer.Option(None, "--json", help="Write the results as JSON here."),
+    junit_out: Path | None = typer.Option(None, "--junit", help="Write the results as JUnit XML here."),
+    keep_state: bool = typer.Option(False, "--keep-state", help="Keep each run's state folder (and say where)."),
+    schema: bool = typer.Option(False, "--schema", help="Print the scenario JSON Schema and exit."),
+) -> None:
+    """Run benchmark scenarios on the real system and judge them from the event stream; exit 1 if any fails."""
+    if schema:
+        print(json.dumps(scenario_json_schema(), indent=2))
+        return
+    judge_settings = _run_user_facing(lambda: _settings(ctx))
+    loaded = [
+        scenario
+        for scenario in _run_user_facing(lambda: [load_scenario(p) for p in _scenario_files(paths or [], domain)])
+        if domain is None or scenario.scenario.domain == domain
+    ]
+    if not loaded:
+        err_console.print("no scenarios to run")
+        raise typer.Exit(2)
+    results = _run_async(lambda: _bench(loaded, judge_settings, keep_state))
+    console.print(_bench_summary(results))
+    for result in results:
+        _print_problems(result)
+    failed = [r for r in results if not r.passed]
+    console.print(f"{len(results) - len(failed)} passed, {len(failed)} failed")
+    if json_out:
+        write_json(results, json_out)
+    if junit_out:
+        write_junit(results, junit_out)
+    if failed:
+        raise typer.Exit(1)
+
+
+async def _bench(loaded: list[LoadedScenario], judge_settings: Settings, keep_state: bool) -> list[ScenarioResult]:
+    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
+    with Progress(*columns, console=err_console, transient=True) as progress:
+        task = progress.add_task("scenarios", total=len(loaded))
+        async with BenchmarkRunner(keep_state=keep_state, judge_settings=judge_settings) as runner:
+            results = []
+            for scenario in loaded:
+                progress.update(task, description=f"{scenario.scenario.scenario_id}: {scenario.scenario.name}")
+                results.append(await runner.run(scenario))
+                progress.advance(task)
+            if keep_state:
+                err_console.print(f"state kept in {runner.work_dir}")
+    return results

@@ -16,6 +16,8 @@ from typing import Any, Literal
 from pydantic import Field, PositiveInt, field_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict, TomlConfigSettingsSource
 
+from syntropism.domain.models import Resource
+
 ENV_PREFIX = "SYNTROPISM_"
 CONFIG_FILE_ENV = "SYNTROPISM_CONFIG"
 
@@ -66,6 +68,12 @@ class Settings(BaseSettings):
         86_400, ge=0, description="Keep published outbox rows this long (the stream keeps the events)."
     )
     publish_timeout_seconds: float = Field(5.0, gt=0, description="How long to wait for a JetStream ack.")
+    correlation_id: str | None = Field(
+        None,
+        min_length=1,
+        max_length=128,
+        description="Stamped on every event this runtime publishes (a benchmark run's id); unset: none.",
+    )
 
     # Capacity (100 % of each resource).
     cpu_cores: float = Field(default_factory=_default_cpu_cores, gt=0, description="Cores given to agents.")
@@ -81,6 +89,9 @@ class Settings(BaseSettings):
     max_duration_seconds: float = Field(3600.0, gt=0, description="Longest bundle a bid may ask for.")
     default_bid_lifetime_cycles: PositiveInt = Field(3, description="Clearing cycles a losing bid stays pending.")
     initial_price: Decimal = Field(Decimal(1), gt=0, description="Starting price per 100 %-capacity-second.")
+    initial_prices: dict[Resource, Decimal] = Field(
+        default_factory=dict, description="Starting prices of single resources, over initial_price (JSON object)."
+    )
     price_decay: Decimal = Field(Decimal("0.5"), gt=0, le=1, description="Idle price multiplier per cycle.")
     price_floor: Decimal = Field(Decimal("0.001"), gt=0, description="Lowest price an idle resource decays to.")
     dormant_grace_seconds: float = Field(300.0, ge=0, description="Dormant with no credits this long: the agent dies.")
@@ -138,7 +149,17 @@ class Settings(BaseSettings):
     )
     service_name: str = Field("syntropism", description="OpenTelemetry service.name.")
 
-    @field_validator("database_url", "nats_url", "operator_token", "llm_base_url", "llm_api_key", mode="before")
+    @field_validator("initial_prices")
+    @classmethod
+    def _positive_prices(cls, prices: dict[Resource, Decimal]) -> dict[Resource, Decimal]:
+        wrong = {r.value: str(p) for r, p in prices.items() if not p.is_finite() or p <= 0}
+        if wrong:
+            raise ValueError(f"starting prices must be positive: {wrong}")
+        return prices
+
+    @field_validator(
+        "database_url", "nats_url", "operator_token", "llm_base_url", "llm_api_key", "correlation_id", mode="before"
+    )
     @classmethod
     def _empty_is_unset(cls, value: Any) -> Any:
         return None if value == "" else value
@@ -160,6 +181,9 @@ class Settings(BaseSettings):
     @property
     def effective_database_url(self) -> str:
         return self.database_url or f"sqlite:///{(self.state_dir / 'syntropism.db').resolve()}"
+
+    def initial_price_of(self, resource: Resource) -> Decimal:
+        return self.initial_prices.get(resource, self.initial_price)
 
     @property
     def effective_agent_python(self) -> Path:

@@ -261,12 +261,16 @@ market = APIRouter(prefix="/market", tags=["market"], responses=ERRORS)
 
 @market.get("/state", response_model=MarketStateOut)
 def get_market_state(svc: ServicesDep, me: CallerDep) -> MarketStateOut:
-    states = svc.market.market_state()
     with svc.database.reader() as session:
         bids = session.scalars(
             select(Bid).where(Bid.agent_id == me.agent_id, Bid.status == "pending").order_by(Bid.seq)
         ).all()
         own = [bid_out(bid) for bid in bids]
+    return market_state_out(svc, own)
+
+
+def market_state_out(svc: Services, own: list[BidOut]) -> MarketStateOut:
+    states = svc.market.market_state()
     return MarketStateOut(
         cycle=max(s.cycle for s in states),
         resources=[
@@ -440,6 +444,12 @@ def inspect_agent(svc: ServicesDep, agent_id: str) -> AgentDetailOut:
             ],
             pending_bids=[bid_out(b) for b in bids],
         )
+
+
+@admin.get("/market", response_model=MarketStateOut)
+def admin_market_state(svc: ServicesDep) -> MarketStateOut:
+    """Every resource's price, utilization and supply, as the agents see them (``own_bids`` is empty)."""
+    return market_state_out(svc, [])
 
 
 @admin.post("/grant", response_model=ReceiptOut)

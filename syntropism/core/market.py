@@ -212,7 +212,9 @@ class MarketManager:
         rows = {row.resource: row for row in session.scalars(select(MarketStateRow))}
         for resource in RESOURCES:
             if resource.value not in rows:
-                row = MarketStateRow(resource=resource.value, current_market_price=self.settings.initial_price)
+                row = MarketStateRow(
+                    resource=resource.value, current_market_price=self.settings.initial_price_of(resource)
+                )
                 session.add(row)
                 rows[resource.value] = row
         session.flush()
@@ -256,7 +258,7 @@ class MarketManager:
                 else Decimal(0),
                 current_market_price=rows[resource.value].current_market_price
                 if resource.value in rows
-                else self.settings.initial_price,
+                else self.settings.initial_price_of(resource),
                 cycle=rows[resource.value].cycle if resource.value in rows else 0,
             )
             for resource in RESOURCES

@@ -77,12 +77,19 @@ class Runtime:
             batch_size=self.settings.relay_batch_size,
             poll_seconds=self.settings.relay_poll_seconds,
             retention_seconds=self.settings.outbox_retention_seconds,
+            correlation_id=self.settings.correlation_id,
         )
         self.relay.wake_on_commit(asyncio.get_running_loop())
         self._tasks.append(asyncio.create_task(self.relay.run(self._relay_stopping), name=RELAY_TASK))
         sandbox = await asyncio.to_thread(Sandbox.detect, self.settings.sandbox_disable)
         socket_path = socket_path_for(self.settings)
-        self.executions = ExecutionManager(self.database, self.settings, sandbox, service_socket=socket_path)
+        self.executions = ExecutionManager(
+            self.database,
+            self.settings,
+            sandbox,
+            service_socket=socket_path,
+            correlation_id=self.settings.correlation_id,
+        )
         self.services = services = Services.build(
             self.database, self.settings, operator_token(self.settings), self.executions
         )
@@ -120,26 +127,32 @@ class Runtime:
                 return
             # One cycle at a time: the next waits for this one, however long it takes.
             try:
-                report = await asyncio.to_thread(self.scheduler.run_allocation_cycle)
+                report = await self.clear_once()
             except Exception:
                 log.exception(
                     "market cycle %d failed and was rolled back; retrying next interval", self.cycles_done + 1
                 )
                 continue
-            self.cycles_done += 1
-            if self.executions is not None and report.winners:
-                self.executions.wake()
-            if self.services is not None:
-                try:
-                    await asyncio.to_thread(self.services.social.bury_the_destitute)
-                    await asyncio.to_thread(self.services.attention.expire)
-                except Exception:
-                    log.exception("the sweep for dead agents and expired prompts failed; retrying next cycle")
             if on_cycle is not None:
                 on_cycle(report)
             if cycles is not None and self.cycles_done >= cycles:
                 log.info("%d cycles done: stopping", self.cycles_done)
                 self.request_stop()
+
+    async def clear_once(self) -> CycleReport:
+        """One market cycle: clear, hand the winners to the execution manager, then sweep for dead agents and
+        expired prompts. The clearing loop calls it on its schedule; a benchmark calls it step by step."""
+        report = await asyncio.to_thread(self.scheduler.run_allocation_cycle)
+        self.cycles_done += 1
+        if self.executions is not None and report.winners:
+            self.executions.wake()
+        if self.services is not None:
+            try:
+                await asyncio.to_thread(self.services.social.bury_the_destitute)
+                await asyncio.to_thread(self.services.attention.expire)
+            except Exception:
+                log.exception("the sweep for dead agents and expired prompts failed; retrying next cycle")
+        return report
 
     async def wait(self, seconds: float | None = None) -> None:
         """Run until a stop is requested (signal, caller) or ``seconds`` have passed."""

@@ -242,17 +242,24 @@ class EventBus:
         info = await self.js.stream_info(self.settings.stream_name)
         return info.state.messages
 
-    async def read(
-        self, event_types: Sequence[str] = (), *, follow: bool = False, batch: int = 256
-    ) -> AsyncIterator[ReceivedEvent]:
-        """Every stored event matching ``event_types``, oldest first; with ``follow``, then new ones as they come."""
+    async def consumer(
+        self, event_types: Sequence[str] = (), *, only_new: bool = False
+    ) -> JetStreamContext.PullSubscription:
+        """An ephemeral pull consumer of the events matching ``event_types``: from the oldest stored, or with
+        ``only_new`` from the moment it is made. Nothing is acknowledged; it goes away a minute after its last use."""
         config = ConsumerConfig(
-            deliver_policy=DeliverPolicy.ALL,
+            deliver_policy=DeliverPolicy.NEW if only_new else DeliverPolicy.ALL,
             ack_policy=AckPolicy.NONE,
             filter_subjects=event_filter(event_types),
             inactive_threshold=60.0,
         )
-        subscription = await self.js.pull_subscribe(ALL_EVENTS, stream=self.settings.stream_name, config=config)
+        return await self.js.pull_subscribe(ALL_EVENTS, stream=self.settings.stream_name, config=config)
+
+    async def read(
+        self, event_types: Sequence[str] = (), *, follow: bool = False, batch: int = 256
+    ) -> AsyncIterator[ReceivedEvent]:
+        """Every stored event matching ``event_types``, oldest first; with ``follow``, then new ones as they come."""
+        subscription = await self.consumer(event_types)
         try:
             info = await subscription.consumer_info()
             if not follow and info.num_pending == 0:

@@ -13,6 +13,7 @@ import json
 import logging
 from dataclasses import dataclass
 from datetime import timedelta
+from typing import Any
 
 from nats.js.api import PubAck
 from sqlalchemy import Connection, delete, func, select, update
@@ -86,8 +87,10 @@ class OutboxRelay:
         batch_size: int = 1000,
         poll_seconds: float = 0.05,
         retention_seconds: float = 86_400,
+        correlation_id: str | None = None,
     ) -> None:
         self.database = database
+        self.correlation_id = correlation_id
         self.bus = bus
         self.batch_size = batch_size
         self.poll_seconds = poll_seconds
@@ -179,7 +182,12 @@ class OutboxRelay:
         with self.database.reader() as session:
             rows = session.execute(
                 select(
-                    OutboxEvent.id, OutboxEvent.event_id, OutboxEvent.subject, OutboxEvent.payload, OutboxEvent.headers
+                    OutboxEvent.id,
+                    OutboxEvent.event_id,
+                    OutboxEvent.subject,
+                    OutboxEvent.payload,
+                    OutboxEvent.headers,
+                    OutboxEvent.correlation_id,
                 )
                 .where(OutboxEvent.published_at.is_(None))
                 .order_by(OutboxEvent.id)
@@ -187,10 +195,21 @@ class OutboxRelay:
             ).all()
         return [
             _PendingRow(
-                row.id, OutgoingMessage(row.event_id, row.subject, row.payload.encode(), json.loads(row.headers))
+                row.id,
+                OutgoingMessage(row.event_id, row.subject, self._correlated(row), json.loads(row.headers)),
             )
             for row in rows
         ]
+
+    def _correlated(self, row: Any) -> bytes:
+        """The event as published: a runtime with a correlation id (a benchmark run) stamps it on every event
+        that does not carry one, so that a consumer of a shared stream can tell its run's events apart."""
+        if self.correlation_id is None or row.correlation_id is not None:
+            return row.payload.encode()
+        event = json.loads(row.payload)
+        if event.get("correlation_id") is None:
+            event["correlation_id"] = self.correlation_id
+        return json.dumps(event, separators=(",", ":")).encode()
 
     def _mark_published(self, acked: list[tuple[int, int]]) -> None:
         now = utcnow()
