@@ -29,6 +29,9 @@ MIGRATIONS_DIR = Path(__file__).parent / "migrations"
 SQLITE_BUSY_TIMEOUT_MS = 30_000
 SQLITE_CACHE_KIB = 65_536  # per connection; SQLite's default 2 MiB spills a large transaction to the log early
 READ_ONLY = "syntropism_read_only"
+# Alembic keeps its running environment in module globals, so two migrations at once in one process (two runtimes,
+# as a benchmark runs them) would trample each other: they take turns.
+_MIGRATING = threading.Lock()
 EVENTS_STAGED = "syntropism.events_staged"  # in Session.info / Connection.info: this transaction wrote events
 
 
@@ -190,7 +193,7 @@ class Database:
         """Bring the schema to ``revision`` (Alembic); safe to call on every start."""
         self.check()
         config = alembic_config(self.engine)
-        with self.engine.begin() as connection:
+        with _MIGRATING, self.engine.begin() as connection:
             config.attributes["connection"] = connection
             command.upgrade(config, revision)
 
