@@ -103,6 +103,11 @@ class ScenarioResult:
     def status(self) -> str:
         return "error" if self.error else "passed" if self.passed else "failed"
 
+    @property
+    def execution_seconds(self) -> float:
+        """How long the run's agents ran, by the stream: the sum of wall_seconds over execution.terminated."""
+        return sum(e["data"]["wall_seconds"] for e in self.events if e["type"] == "execution.terminated")
+
     def count(self, status: str) -> int:
         return sum(check.status == status for check in self.checks)
 
@@ -117,6 +122,7 @@ class ScenarioResult:
             "error": self.error,
             "seconds": round(self.seconds, 3),
             "events": len(self.events),
+            "execution_seconds": round(self.execution_seconds, 3),
             "checks": [
                 {"check": c.check, "status": c.status, "reason": c.reason, "event_id": (c.event or {}).get("event_id")}
                 for c in self.checks
