@@ -157,8 +157,8 @@ def _sequence(
         if search.budget < 0:
             return None
         event = events[position]
-        too_late = previous is not None and (_timestamp(event) - previous).total_seconds() > (step.max_gap_seconds or 0)
-        if step.max_gap_seconds is not None and too_late:
+        gap = step.max_gap_seconds
+        if gap is not None and previous is not None and (_timestamp(event) - previous).total_seconds() > gap:
             continue
         if not matches(event, step, search.captures):
             continue

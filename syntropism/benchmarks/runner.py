@@ -210,13 +210,17 @@ def program_files(spec: AgentSpec, scenario_path: Path | None) -> tuple[dict[str
     source = next((c for c in candidates if c.exists()), None)
     if source is None:
         raise StepFailed(f"agent {spec.agent_id}: program {spec.program} not found (looked in {candidates})")
+    paths = [source] if source.is_file() else [p for p in sorted(source.rglob("*")) if p.is_file()]
+    try:
+        files = {
+            (path.name if path == source else str(path.relative_to(source))): path.read_text()
+            for path in paths
+            if "__pycache__" not in path.parts
+        }
+    except UnicodeDecodeError as exc:
+        raise StepFailed(f"agent {spec.agent_id}: its program files must be text: {exc}") from exc
     if source.is_file():
-        return {source.name: source.read_text()}, spec.entry_point or source.name
-    files = {
-        str(path.relative_to(source)): path.read_text()
-        for path in sorted(source.rglob("*"))
-        if path.is_file() and "__pycache__" not in path.parts
-    }
+        return files, spec.entry_point or source.name
     entry = spec.entry_point or next((name for name in ("main.py", "main.sh") if name in files), None)
     if entry is None:
         raise StepFailed(f"agent {spec.agent_id}: {source} has no main.py or main.sh; set entry_point")

@@ -181,3 +181,39 @@ async def test_an_unusable_judge_answer_is_not_evaluated_never_passed() -> None:
         settings = Settings(llm_base_url=f"{upstream.url}/v1")
         result = await judge_run(scenario, [], settings)
     assert result.status == "not_evaluated" and "1 scores in 0..1 for 2 criteria" in result.reason
+
+
+async def test_an_agent_program_is_found_beside_the_scenario_and_run(runner: BenchmarkRunner, tmp_path: Path) -> None:
+    (tmp_path / "payer").mkdir()
+    (tmp_path / "payer" / "main.py").write_text(
+        "from syntropism.sdk import SystemService\n"
+        "with SystemService() as service:\n"
+        "    service.transfer('bob', '3', purpose='rent')\n"
+    )
+    scenario = {
+        "scenario_id": "program1",
+        "name": "a program agent",
+        "domain": "tests",
+        "initial_state": {
+            "agents": [{"agent_id": "alice", "balance": "10", "program": "payer"}, {"agent_id": "bob", "actions": []}]
+        },
+        "steps": [
+            {
+                "do": "bid",
+                "agent": "alice",
+                "bundle": {"cpu_percent": "0.5", "memory_percent": "0.1", "duration_seconds": 2},
+                "amount": "1",
+            },
+            {"do": "cycles"},
+        ],
+        "validation": {
+            "required_events": [
+                {"type": "economy.credits_transferred", "where": {"data.purpose": "rent", "data.amount": "3"}}
+            ],
+            "final_state": {"agents": {"alice": {"available": "6"}, "bob": {"available": "3"}}},
+        },
+    }
+    path = tmp_path / "program1.json"
+    path.write_text(json.dumps(scenario))
+    result = await runner.run(load_scenario(path))
+    assert result.passed, (result.error, result.checks)
