@@ -12,7 +12,7 @@ from pathlib import Path
 from syntropism.sdk import ServiceError, SystemService
 
 STATE = Path("state.json")
-OWN_BUNDLE = {"cpu_percent": "0.2", "memory_percent": "0.05", "duration_seconds": "3"}  # short and thin
+OWN_BUNDLE = {"cpu_percent": "0.2", "memory_percent": "0.05", "duration_seconds": "8"}  # thin but long enough to run
 THINKER_BUNDLE = {"cpu_percent": "0.5", "memory_percent": "0.1", "duration_seconds": "5"}
 
 

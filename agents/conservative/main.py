@@ -8,7 +8,7 @@ from pathlib import Path
 from syntropism.sdk import ServiceError, SystemService
 
 STATE = Path("state.json")
-BUNDLE = {"cpu_percent": Decimal("0.3"), "memory_percent": Decimal("0.05"), "duration_seconds": Decimal(3)}
+BUNDLE = {"cpu_percent": Decimal("0.3"), "memory_percent": Decimal("0.05"), "duration_seconds": Decimal(5)}
 MARKUP = Decimal("1.2")
 BUDGET_SHARE = Decimal("0.1")
 
@@ -27,7 +27,8 @@ def main() -> None:
         available = service.balance().available
         fair = estimate(prices) * MARKUP
         budget = available * BUDGET_SHARE
-        amount, lifetime = (fair, 2) if fair <= budget else (budget / 2, 6)  # too dear: bid low, wait longer
+        # The bid competes with the capacity this run still holds, so even a fair one waits out the run's end.
+        amount, lifetime = (fair, 6) if fair <= budget else (budget / 2, 12)  # too dear: bid low, wait longer
         amount = amount.quantize(Decimal("0.000001"))
         if amount > 0:
             try:

@@ -8,7 +8,7 @@ from pathlib import Path
 from syntropism.sdk import ServiceError, SystemService
 
 STATE = Path("state.json")
-BUNDLE = {"cpu_percent": "0.3", "memory_percent": "0.05", "tokens_percent": "0.05", "duration_seconds": "4"}
+BUNDLE = {"cpu_percent": "0.3", "memory_percent": "0.05", "tokens_percent": "0.05", "duration_seconds": "5"}
 
 
 def main() -> None:

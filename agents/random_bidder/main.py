@@ -27,14 +27,15 @@ def main() -> None:
         busy_work(rng)
         available = service.balance().available
         bundle = {
-            "cpu_percent": f"{rng.uniform(0.2, 0.5):.2f}",  # a Python agent needs ~0.3 CPU-s just to start
+            "cpu_percent": f"{rng.uniform(0.4, 0.6):.2f}",  # a run costs ~0.7 CPU-s: buy about twice that
             "memory_percent": f"{rng.uniform(0.05, 0.1):.2f}",
-            "duration_seconds": rng.choice([3, 4, 5]),
+            "duration_seconds": rng.choice([4, 5, 6]),
         }
         amount = (available * Decimal(f"{rng.uniform(0.02, 0.15):.3f}")).quantize(Decimal("0.000001"))
         if amount > 0:
             try:
-                bid = service.bid(bundle, amount, lifetime_cycles=3, key=f"{service.execution_id}-next")
+                # It waits for this run's capacity to come free, so it must outlive the rest of the run.
+                bid = service.bid(bundle, amount, lifetime_cycles=8, key=f"{service.execution_id}-next")
                 print(f"run {runs}: bid {amount} for {bundle} ({bid.bid_id})")
             except ServiceError as refusal:
                 print(f"run {runs}: bid refused: {refusal.reason}")

@@ -82,10 +82,10 @@ def seed_population(
             apply(session, economy.grant(name, grant, idempotency_key=f"starter:{name}", reason="starter grant"))
         if starter.bids_first:
             bundle = {
-                "cpu_percent": f"{rng.uniform(0.3, 0.5):.2f}",  # a Python agent needs ~0.3 CPU-s to start
+                "cpu_percent": f"{rng.uniform(0.3, 0.5):.2f}",  # a Python agent's run costs ~0.7 CPU-s
                 "memory_percent": "0.02",
                 "tokens_percent": starter.tokens_percent,
-                "duration_seconds": rng.choice([3, 4]),
+                "duration_seconds": rng.choice([5, 6]),
             }
             amount = f"{rng.uniform(0.5, 3):.2f}"
             market.place_bid(name, bundle, amount, idempotency_key=f"starter:{name}", lifetime_cycles=5)

@@ -19,7 +19,7 @@ from tests.support.fake_llm import fake_llm
 from tests.support.waiting import eventually
 
 AGENTS = Path(__file__).resolve().parents[2] / "agents"
-FIRST_BID = {"cpu_percent": "0.4", "memory_percent": "0.05", "duration_seconds": 3}
+FIRST_BID = {"cpu_percent": "0.4", "memory_percent": "0.05", "duration_seconds": 4}
 OPERATOR = "operator"
 
 
