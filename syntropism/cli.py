@@ -608,12 +608,15 @@ def bench(
     junit_out: Path | None = typer.Option(None, "--junit", help="Write the results as JUnit XML here."),
     keep_state: bool = typer.Option(False, "--keep-state", help="Keep each run's state folder (and say where)."),
     schema: bool = typer.Option(False, "--schema", help="Print the scenario JSON Schema and exit."),
+    verbose: bool = typer.Option(False, "--verbose", "-v", help="Show the logs of each scenario's system."),
 ) -> None:
     """Run benchmark scenarios on the real system and judge them from the event stream; exit 1 if any fails."""
     if schema:
         print(json.dumps(scenario_json_schema(), indent=2))
         return
     judge_settings = _run_user_facing(lambda: _settings(ctx))
+    if not verbose:  # every scenario starts and stops a system: its routine logs would bury the progress bar
+        logging.getLogger().setLevel(max(logging.WARNING, logging.getLogger().level))
     loaded = [
         scenario
         for scenario in _run_user_facing(lambda: [load_scenario(p) for p in _scenario_files(paths or [], domain)])

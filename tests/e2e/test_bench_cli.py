@@ -33,6 +33,7 @@ def test_a_passing_scenario_exits_0_and_writes_both_reports(tmp_path: Path) -> N
     result = bench(str(ER001), "--json", "out.json", "--junit", "out.xml", cwd=tmp_path)
     assert result.returncode == 0, result.stdout + result.stderr
     assert "1 passed, 0 failed" in result.stdout
+    assert "runtime ready" not in result.stderr, "a system's routine logs stay out of the way without --verbose"
     report = json.loads((tmp_path / "out.json").read_text())
     assert report["passed"] == 1 and report["results"][0]["status"] == "passed"
     assert all(check["event_id"] for check in report["results"][0]["checks"] if check["check"].startswith("required"))
@@ -46,9 +47,10 @@ def test_a_failing_scenario_exits_1_and_names_the_check(tmp_path: Path) -> None:
     raw["validation"]["final_state"]["agents"]["alice"]["available"] = "71"
     broken = tmp_path / "broken.json"
     broken.write_text(json.dumps(raw))
-    result = bench(str(broken), "--junit", "out.xml", cwd=tmp_path)
+    result = bench(str(broken), "--junit", "out.xml", "--verbose", cwd=tmp_path)
     assert result.returncode == 1, result.stdout + result.stderr
     assert "0 passed, 1 failed" in result.stdout
+    assert "runtime ready" in result.stderr, "--verbose shows the system's logs"
     assert 'er001 failed final_state: alice.available: expected "71", got 70' in result.stdout
     failure = ElementTree.parse(tmp_path / "out.xml").getroot().find("testsuite/testcase/failure")
     assert failure is not None and failure.get("message") == 'expected "71", got 70'
