@@ -117,6 +117,35 @@ class Settings(BaseSettings):
     execution_poll_seconds: float = Field(0.05, gt=0, description="How often a running execution's usage is read.")
     kill_grace_seconds: float = Field(5.0, ge=0, description="On stop, how long running agents get to finish.")
 
+    # What an agent's writes may cost the system: agents are adversaries, so every write is paid for or bounded.
+    min_bid: Decimal = Field(Decimal("0.001"), gt=0, description="The smallest bid amount, in credits.")
+    max_pending_bids_per_agent: PositiveInt = Field(20, description="Pending bids one agent may have at once.")
+    messages_per_execution: PositiveInt = Field(100, description="Messages one execution may send.")
+    inbox_max_undelivered: PositiveInt = Field(1000, description="Undelivered messages one agent may have waiting.")
+    inbox_page_size: PositiveInt = Field(100, description="Messages one inbox read returns at most.")
+    workspace_max_bytes: PositiveInt = Field(256 * 2**20, description="Bytes of files one workspace may hold.")
+    workspace_max_entries: PositiveInt = Field(10_000, description="Files and folders one workspace may hold.")
+    max_file_bytes: PositiveInt = Field(
+        64 * 2**20, description="Largest file an agent may write (its log included): RLIMIT_FSIZE."
+    )
+    spawns_per_execution: PositiveInt = Field(10, description="Children one execution may spawn.")
+    spawn_max_bytes: PositiveInt = Field(64 * 2**20, description="What a child may inherit of its parent's files.")
+    requests_per_second_per_execution: float = Field(
+        20.0, gt=0, description="Requests one execution may make a second (a burst of as many); more wait."
+    )
+    agent_requests_in_flight: PositiveInt = Field(
+        2, description="Agents' requests the System Service serves at once; turns go round-robin between agents."
+    )
+    requests_in_flight_per_execution: PositiveInt = Field(
+        2, description="Requests of one execution served at once; more wait their turn."
+    )
+    requests_queued_per_execution: PositiveInt = Field(
+        64, description="Requests of one execution waiting for a turn; more are refused (429)."
+    )
+    max_request_bytes: PositiveInt = Field(
+        2 * 2**20, description="Largest request body the System Service reads; larger ones are refused (413)."
+    )
+
     # Intelligence (an OpenAI-compatible upstream: a hosted API, vLLM, Ollama, llama.cpp server).
     llm_base_url: str | None = Field(
         None, description="Upstream base URL, e.g. http://localhost:11434/v1; unset: none."

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
 
@@ -101,11 +102,13 @@ PAYLOADS: dict[str, dict[str, Any]] = {
         "understandable": 6,
         "credits": Decimal(21),
     },
+    "attention.prompt_expired": {"prompt_id": "p2", "expired_at": datetime(2026, 1, 2, tzinfo=UTC)},
     "agent.spawned": {"name": "child", "parent_id": "a1", "entry_point": "main.py", "initial_grant": Decimal(5)},
     "agent.dormant": {"last_execution_id": "e1"},
     "agent.awake": {"execution_id": "e2", "bid_id": "b2", "woken_by": "a2"},
     "agent.died": {"reason": "dormant without credits past the grace period"},
     "social.message_sent": {"message_id": "m1", "from_agent": "a1", "to_agent": "a2", "body": "hello"},
+    "social.messages_delivered": {"execution_id": "e1", "message_ids": ["m1"]},
 }
 
 

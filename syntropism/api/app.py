@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import hmac
 import threading
-from dataclasses import asdict, dataclass
+from collections.abc import AsyncIterator
+from dataclasses import asdict, dataclass, field
 from typing import Annotated, Any, NamedTuple
 
 from fastapi import APIRouter, Depends, FastAPI, Header, Query, Request, Response
@@ -19,6 +20,8 @@ from sqlalchemy import bindparam, select
 from sqlalchemy.orm import Session
 
 from syntropism.api.errors import ApiError, install_error_handlers
+from syntropism.api.fairness import FairTurns, TooManyRequests
+from syntropism.api.limits import RequestSizeLimit
 from syntropism.api.schemas import (
     AdminBidIn,
     AgentDetailOut,
@@ -54,13 +57,14 @@ from syntropism.core.intelligence import IntelligenceService
 from syntropism.core.market import MarketManager, PlacedBid, bundle_of
 from syntropism.core.social import SocialService
 from syntropism.domain import economy
+from syntropism.domain.identity import agent_key, operator_key
 from syntropism.domain.models import from_micros
-from syntropism.infra.agents import register_agent, standings
+from syntropism.infra.agents import standings
 from syntropism.infra.database import Database
-from syntropism.infra.ledger import Ledger, Receipt, apply
+from syntropism.infra.ledger import Ledger, Receipt
 from syntropism.infra.tables import Agent, Bid, Execution
 
-ERRORS = {status: {"model": ErrorBody} for status in (401, 402, 403, 404, 409, 422)}
+ERRORS = {status: {"model": ErrorBody} for status in (401, 402, 403, 404, 409, 413, 422, 429)}
 IdempotencyKey = Annotated[
     str,
     Header(
@@ -121,6 +125,7 @@ class Services:
     attention: AttentionService
     tokens: TokenLookup
     executions: ExecutionManager | None = None
+    turns: FairTurns = field(default_factory=lambda: FairTurns(capacity=2, per_execution=2, queued=64))
 
     @classmethod
     def build(
@@ -137,6 +142,12 @@ class Services:
             AttentionService(database, settings),
             TokenLookup(database),
             executions,
+            FairTurns(
+                settings.agent_requests_in_flight,
+                settings.requests_in_flight_per_execution,
+                settings.requests_queued_per_execution,
+                settings.requests_per_second_per_execution,
+            ),
         )
 
 
@@ -161,13 +172,24 @@ ServicesDep = Annotated[Services, Depends(services)]
 
 async def caller(
     svc: ServicesDep, credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)]
-) -> Caller:
+) -> AsyncIterator[Caller]:
+    """The caller, holding one of its execution's turns (see :mod:`syntropism.api.fairness`) for the request."""
+    me = await _authenticated(svc, credentials)
+    try:
+        async with svc.turns.turn(me.execution_id):
+            yield me
+    except TooManyRequests as crowd:  # raised only on entering, before the request is served
+        raise ApiError(429, "too_many_requests", f"{crowd}; wait for your answers before sending more") from None
+
+
+async def _authenticated(svc: Services, credentials: HTTPAuthorizationCredentials | None) -> Caller:
     if credentials is None:
         raise ApiError(401, "missing_token", "send Authorization: Bearer <SYNTROPISM_TOKEN>")
     row = await svc.database.short(svc.tokens.lookup, hash_token(credentials.credentials))
     if row is None:
         raise ApiError(401, "invalid_token", "this token belongs to no execution")
-    if row.status != "running":
+    ended = svc.executions is not None and svc.executions.has_ended(row.id)  # even before its end is recorded
+    if row.status != "running" or ended:
         raise ApiError(401, "token_expired", f"execution {row.id} has ended; its token is no longer valid")
     return Caller(row.agent_id, row.id)
 
@@ -206,8 +228,11 @@ def placed_out(placed: PlacedBid) -> BidOut:
     return BidOut(
         bid_id=placed.bid_id,
         agent_id=placed.agent_id,
+        on_behalf_of=placed.on_behalf_of,
         amount=placed.amount,
         status=placed.status,
+        bundle=placed.bundle,
+        cycles_remaining=placed.cycles_remaining,
         replayed=placed.replayed,
     )
 
@@ -240,7 +265,11 @@ async def get_balance(svc: ServicesDep, me: CallerDep) -> BalanceOut:
 @economic.post("/transfer", response_model=ReceiptOut)
 def post_transfer(svc: ServicesDep, me: CallerDep, body: TransferIn, key: IdempotencyKey) -> ReceiptOut:
     operation = economy.transfer(
-        me.agent_id, body.to_agent, body.amount, idempotency_key=f"api:{me.agent_id}:{key}", purpose=body.purpose
+        me.agent_id,
+        body.to_agent,
+        body.amount,
+        idempotency_key=agent_key(me.agent_id, "transfer", key),
+        purpose=body.purpose,
     )
     return receipt_out(svc.ledger.execute(operation))
 
@@ -250,7 +279,7 @@ def get_history(
     svc: ServicesDep,
     me: CallerDep,
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
-    before: Annotated[int | None, Query(ge=1)] = None,
+    before: Annotated[int | None, Query(ge=1, le=economy.MAX_JOURNAL_SEQ)] = None,
 ) -> HistoryOut:
     page = svc.ledger.history(me.agent_id, limit=limit, before=before)
     return HistoryOut(entries=[receipt_out(r) for r in page.entries], next_before=page.next_before)
@@ -289,7 +318,7 @@ def market_state_out(svc: Services, own: list[BidOut]) -> MarketStateOut:
 
 @market.post("/bid", response_model=BidOut)
 def post_bid(svc: ServicesDep, me: CallerDep, body: BidIn, key: IdempotencyKey) -> BidOut:
-    return place_bid(svc, me.agent_id, body, f"{me.agent_id}:{key}")
+    return place_bid(svc, me.agent_id, body, agent_key(me.agent_id, "bid", key))
 
 
 def place_bid(svc: Services, payer: str, body: BidIn, key: str) -> BidOut:
@@ -314,13 +343,20 @@ social = APIRouter(prefix="/social", tags=["social"], responses=ERRORS)
 
 @social.post("/message", response_model=MessageOut)
 def post_message(svc: ServicesDep, me: CallerDep, body: MessageIn, key: IdempotencyKey) -> MessageOut:
-    return MessageOut(**asdict(svc.social.send(me.agent_id, body.to_agent, body.body, idempotency_key=key)))
+    sent = svc.social.send(me.agent_id, body.to_agent, body.body, idempotency_key=key, execution_id=me.execution_id)
+    return MessageOut(**asdict(sent))
 
 
 @social.get("/inbox", response_model=InboxOut)
-def get_inbox(svc: ServicesDep, me: CallerDep) -> InboxOut:
-    """Messages and rewards that arrived since your last execution."""
-    messages = [MessageOut(**asdict(m)) for m in svc.social.inbox(me.agent_id, me.execution_id)]
+def get_inbox(
+    svc: ServicesDep,
+    me: CallerDep,
+    after: Annotated[str | None, Query(max_length=64, description="`next_after` of the previous page")] = None,
+    limit: Annotated[int | None, Query(ge=1, le=1000)] = None,
+) -> InboxOut:
+    """Messages and rewards that arrived since your last execution, a page at a time (follow `next_after`)."""
+    page = svc.social.inbox(me.agent_id, me.execution_id, after=after, limit=limit)
+    messages = [MessageOut(**asdict(m)) for m in page.messages]
     rewards = [
         RewardOut(
             prompt_id=p.prompt_id,
@@ -331,7 +367,7 @@ def get_inbox(svc: ServicesDep, me: CallerDep) -> InboxOut:
         )
         for p in svc.attention.scored_since(me.agent_id, me.execution_id)
     ]
-    return InboxOut(messages=messages, rewards=rewards)
+    return InboxOut(messages=messages, rewards=rewards, next_after=page.next_after)
 
 
 @social.post("/spawn", response_model=SpawnOut)
@@ -344,6 +380,7 @@ def post_spawn(svc: ServicesDep, me: CallerDep, body: SpawnIn, key: IdempotencyK
         funds=body.funds,
         idempotency_key=key,
         name=body.name,
+        execution_id=me.execution_id,
     )
     return SpawnOut(**asdict(spawned))
 
@@ -368,8 +405,9 @@ def post_prompt(svc: ServicesDep, me: CallerDep, body: PromptIn, key: Idempotenc
     },
 )
 async def post_inference(svc: ServicesDep, me: CallerDep, body: InferenceIn, key: IdempotencyKey) -> Response:
-    """An OpenAI-compatible chat completion (streamed when ``stream`` is true), metered against your quota."""
-    request = body.model_dump(exclude_none=True)
+    """An OpenAI-compatible chat completion (streamed when ``stream`` is true), metered against your quota: its
+    worst case (prompt bound + n × max_tokens) is reserved before it goes upstream, its usage charged after."""
+    request = body.model_dump(exclude_none=True, by_alias=True)  # the wire names (response_format's "schema")
     return await svc.intelligence.infer(me.agent_id, me.execution_id, request, key)
 
 
@@ -381,26 +419,10 @@ admin = APIRouter(prefix="/admin", tags=["admin"], dependencies=[Depends(operato
 @admin.post("/agents", response_model=AgentOut, status_code=201)
 def create_agent(svc: ServicesDep, body: AgentIn) -> AgentOut:
     grant = economy.parse_amount(body.initial_grant, "initial_grant") if body.initial_grant not in (0, "0") else 0
-    workspace = svc.social.workspace_of(body.agent_id)
-    files = {(workspace / path).resolve(): content for path, content in body.files.items()}
-    outside = [str(p) for p in files if not p.is_relative_to(workspace)]
-    if outside:
-        raise ApiError(422, "invalid_input", f"files must lie inside the workspace: {outside}")
-    with svc.database.transaction() as session:
-        register_agent(
-            session, body.agent_id, name=body.name, entry_point=body.entry_point, initial_grant=from_micros(grant)
-        )
-        if grant:
-            apply(
-                session,
-                economy.grant(body.agent_id, from_micros(grant), idempotency_key=f"admin:create:{body.agent_id}"),
-            )
-        for path, content in files.items():
-            path.parent.mkdir(parents=True, exist_ok=True)
-            path.write_text(content)
-            if path.suffix == ".sh":
-                path.chmod(0o755)
-        session.flush()
+    svc.social.create_agent(
+        body.agent_id, name=body.name, files=body.files, entry_point=body.entry_point, grant_micros=grant
+    )
+    with svc.database.reader() as session:
         return agent_out(session, session.get_one(Agent, body.agent_id))
 
 
@@ -454,24 +476,24 @@ def admin_market_state(svc: ServicesDep) -> MarketStateOut:
 
 @admin.post("/grant", response_model=ReceiptOut)
 def admin_grant(svc: ServicesDep, body: GrantIn, key: IdempotencyKey) -> ReceiptOut:
-    operation = economy.grant(body.agent_id, body.amount, idempotency_key=f"admin:{key}", reason=body.reason)
+    operation = economy.grant(
+        body.agent_id, body.amount, idempotency_key=operator_key("grant", key), reason=body.reason
+    )
     return receipt_out(svc.ledger.execute(operation))
 
 
 @admin.post("/reward", response_model=ReceiptOut)
 def admin_reward(svc: ServicesDep, body: RewardIn, key: IdempotencyKey) -> ReceiptOut:
-    settings = svc.settings
-    weights = (settings.reward_weight_interesting, settings.reward_weight_useful, settings.reward_weight_understandable)
-    operation = economy.reward(
+    """Mint credits for an agent's work; with ``prompt_id``, that prompt's scoring (once)."""
+    receipt = svc.attention.reward(
         body.agent_id,
         interesting=body.interesting,
         useful=body.useful,
         understandable=body.understandable,
-        weights=weights,
-        idempotency_key=f"admin:{key}",
+        idempotency_key=operator_key("reward", key),
         prompt_id=body.prompt_id,
     )
-    return receipt_out(svc.ledger.execute(operation))
+    return receipt_out(receipt)
 
 
 @admin.get("/prompts", response_model=list[PromptOut])
@@ -491,7 +513,7 @@ def score_prompt(svc: ServicesDep, prompt_id: str, body: ScoreIn) -> PromptOut:
 
 @admin.post("/bids", response_model=BidOut)
 def admin_bid(svc: ServicesDep, body: AdminBidIn, key: IdempotencyKey) -> BidOut:
-    return place_bid(svc, body.agent_id, body, f"admin:{key}")
+    return place_bid(svc, body.agent_id, body, operator_key("bid", key))
 
 
 @admin.delete("/bids/{bid_id}", response_model=BidOut)
@@ -518,6 +540,8 @@ def create_app(svc: Services) -> FastAPI:
         "$SYNTROPISM_TOKEN`; send an `Idempotency-Key` header with every write.",
     )
     app.state.services = svc
+    limit = svc.settings.max_request_bytes if svc is not None else Settings.model_fields["max_request_bytes"].default
+    app.add_middleware(RequestSizeLimit, max_bytes=limit)  # before routing: outermost
     install_error_handlers(app)
 
     @app.get("/health", tags=["health"])

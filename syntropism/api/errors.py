@@ -21,6 +21,7 @@ KINDS = {
     403: "forbidden",
     404: "not_found",
     405: "method_not_allowed",
+    413: "payload_too_large",
     409: "conflict",
     422: "invalid_request",
     429: "too_many_requests",
@@ -43,6 +44,10 @@ STATUS_OF_REASON = {
     "agent_dead": 409,
     "already_scored": 409,
     "expired": 409,
+    "workspace_exists": 409,
+    "too_many_bids": 429,
+    "inbox_full": 429,
+    "too_large": 413,
 }
 
 

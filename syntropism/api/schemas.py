@@ -11,12 +11,24 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, PlainSerializer
 
-from syntropism.domain.models import Resource, ResourceBundle, credits_text
+from syntropism.domain.identity import AGENT_ID_PATTERN, MAX_AGENT_ID_LENGTH
+from syntropism.domain.models import CreditsInput, Resource, ResourceBundle, credits_text
 
-AgentId = Annotated[str, Field(min_length=1, max_length=128, pattern=r"^[^:\s/]+$")]
+AgentId = Annotated[
+    str,
+    Field(
+        min_length=1,
+        max_length=MAX_AGENT_ID_LENGTH,
+        pattern=AGENT_ID_PATTERN,
+        description="A plain name: letters, digits, '.', '_', '-', starting with a letter or digit",
+    ),
+]
 CreditsIn = Annotated[
-    str | int,
-    Field(description='Credits as a decimal string such as "12.5" (an integer is accepted; floats are not)'),
+    CreditsInput,
+    Field(
+        description='Credits as a decimal string such as "12.5" (at most 64 characters) or a JSON integer; '
+        "floats and booleans are refused"
+    ),
 ]
 
 
@@ -131,6 +143,7 @@ class RewardOut(Model):
 class InboxOut(Model):
     messages: list[MessageOut]
     rewards: list[RewardOut] = Field(default_factory=list, description="Your prompts the human scored since")
+    next_after: str | None = Field(None, description="More messages wait: pass as `after` for the next page")
 
 
 class SpawnIn(Model):
@@ -183,15 +196,158 @@ class ScoreIn(Model):
     understandable: Annotated[int, Field(ge=0, le=10)]
 
 
-class InferenceIn(BaseModel):
-    """An OpenAI-compatible chat completion request; fields beyond these are passed on to the upstream."""
+class InferenceIn(Model):
+    """An OpenAI-compatible chat completion request, closed: each field is typed and bounded, and is either
+    metered (its tokens are reserved before the request goes upstream) or cannot make the upstream spend more.
+    Any other field is refused (422), and so are image, audio and file parts: the upstream would fetch them
+    from the network on behalf of an agent that has none."""
 
-    model_config = ConfigDict(extra="allow")
+    from pydantic import model_validator as _model_validator  # (imported here: only this class needs it)
+
+    class TextPart(Model):
+        type: Literal["text"]
+        text: Annotated[str, Field(max_length=500_000)]
+
+    class CalledFunction(Model):
+        name: Annotated[str, Field(pattern=r"^[A-Za-z0-9_.-]{1,64}$")]
+        arguments: Annotated[str, Field(max_length=500_000)]
+
+    class ToolCall(Model):
+        id: Annotated[str, Field(min_length=1, max_length=256)]
+        type: Literal["function"] = "function"
+        function: InferenceIn.CalledFunction
+
+    class ChatMessage(Model):
+        role: Literal["system", "user", "assistant", "tool"]
+        content: (
+            Annotated[str, Field(max_length=500_000)]
+            | Annotated[list[InferenceIn.TextPart], Field(min_length=1, max_length=64)]
+            | None
+        ) = None
+        name: Annotated[str, Field(pattern=r"^[A-Za-z0-9_-]{1,64}$")] | None = None
+        tool_calls: Annotated[list[InferenceIn.ToolCall], Field(max_length=128)] | None = None
+        tool_call_id: Annotated[str, Field(min_length=1, max_length=256)] | None = None
+
+    class FunctionSpec(Model):
+        name: Annotated[str, Field(pattern=r"^[A-Za-z0-9_.-]{1,64}$")]
+        description: Annotated[str, Field(max_length=100_000)] | None = None
+        parameters: dict[str, Any] | None = Field(None, description="A JSON Schema; only local `$ref`s ('#/…')")
+        strict: bool | None = None
+
+    class Tool(Model):
+        type: Literal["function"]
+        function: InferenceIn.FunctionSpec
+
+    class FunctionName(Model):
+        name: Annotated[str, Field(pattern=r"^[A-Za-z0-9_.-]{1,64}$")]
+
+    class NamedToolChoice(Model):
+        type: Literal["function"]
+        function: InferenceIn.FunctionName
+
+    class JsonSchemaFormat(Model):
+        name: Annotated[str, Field(pattern=r"^[A-Za-z0-9_-]{1,64}$")]
+        description: Annotated[str, Field(max_length=100_000)] | None = None
+        json_schema: dict[str, Any] | None = Field(None, alias="schema", description="Only local `$ref`s ('#/…')")
+        strict: bool | None = None
+
+    class ResponseFormat(Model):
+        type: Literal["text", "json_object", "json_schema"]
+        json_schema: InferenceIn.JsonSchemaFormat | None = None
+
+    class StreamOptions(Model):
+        include_usage: bool | None = Field(None, description="Usage is always included: it is what is charged")
 
     model: Annotated[str, Field(max_length=200)] | None = None
-    messages: list[dict[str, Any]] = Field(min_length=1)
-    max_tokens: Annotated[int, Field(ge=1)] | None = Field(None, description="Default: what is left of the quota")
+    messages: Annotated[list[ChatMessage], Field(min_length=1, max_length=1024)]
+    max_tokens: Annotated[int, Field(ge=1, le=2**31 - 1)] | None = Field(
+        None,
+        description="The most each choice may write. Default: 1024, or less when what is left of the quota or "
+        "what the system-wide bucket ever holds is less",
+    )
+    max_completion_tokens: Annotated[int, Field(ge=1, le=2**31 - 1)] | None = Field(
+        None, description="The same as max_tokens (give one, or both equal)"
+    )
+    n: Annotated[int, Field(ge=1, le=8)] | None = Field(None, description="Choices to write: reserves n × max_tokens")
     stream: bool = False
+    stream_options: StreamOptions | None = None
+    temperature: Annotated[float, Field(ge=0, le=2)] | None = None
+    top_p: Annotated[float, Field(ge=0, le=1)] | None = None
+    presence_penalty: Annotated[float, Field(ge=-2, le=2)] | None = None
+    frequency_penalty: Annotated[float, Field(ge=-2, le=2)] | None = None
+    stop: (
+        Annotated[str, Field(min_length=1, max_length=1000)]
+        | Annotated[list[Annotated[str, Field(min_length=1, max_length=1000)]], Field(max_length=4)]
+        | None
+    ) = None
+    seed: Annotated[int, Field(ge=-(2**63), le=2**63 - 1)] | None = None
+    user: Annotated[str, Field(max_length=256)] | None = None
+    tools: Annotated[list[Tool], Field(max_length=128)] | None = None
+    tool_choice: Literal["none", "auto", "required"] | NamedToolChoice | None = None
+    parallel_tool_calls: bool | None = None
+    functions: Annotated[list[FunctionSpec], Field(max_length=128)] | None = Field(
+        None, description="Deprecated by OpenAI in favour of tools; metered alike"
+    )
+    function_call: Literal["none", "auto"] | FunctionName | None = None
+    response_format: ResponseFormat | None = None
+    logprobs: bool | None = None
+    top_logprobs: Annotated[int, Field(ge=0, le=20)] | None = None
+
+    @_model_validator(mode="before")
+    @classmethod
+    def _known_fields_and_text_only(cls, data: Any) -> Any:
+        """Refuse, with the reason, what is not forwarded: unknown fields and parts that are not text."""
+        if not isinstance(data, dict):
+            return data
+        unknown = sorted(str(name) for name in data if name not in cls.model_fields)
+        if unknown:
+            raise ValueError(
+                f"unknown field(s) {', '.join(unknown)}: only the chat completion fields the proxy meters are "
+                f"accepted ({', '.join(cls.model_fields)})"
+            )
+        messages = data.get("messages")
+        for i, message in enumerate(messages if isinstance(messages, list) else []):
+            content = message.get("content") if isinstance(message, dict) else None
+            for j, part in enumerate(content if isinstance(content, list) else []):
+                kind = part.get("type") if isinstance(part, dict) else None
+                where = f"messages[{i}].content[{j}]"
+                if kind in ("image_url", "image", "input_image") or (isinstance(part, dict) and "image_url" in part):
+                    raise ValueError(
+                        f"{where}: image parts are refused: the upstream would fetch the image from the network on "
+                        "behalf of an agent that has none; send text parts only"
+                    )
+                if isinstance(part, dict) and kind != "text":
+                    raise ValueError(f"{where}: {kind!r} parts are refused: only text parts are accepted")
+        return data
+
+    @_model_validator(mode="after")
+    def _consistent(self) -> InferenceIn:
+        """One completion bound, and JSON Schemas that reference nothing outside themselves."""
+        if self.max_tokens and self.max_completion_tokens and self.max_tokens != self.max_completion_tokens:
+            raise ValueError("max_tokens and max_completion_tokens differ: give one of them")
+        schemas = [
+            (f"tools[{i}].function.parameters", tool.function.parameters) for i, tool in enumerate(self.tools or [])
+        ]
+        schemas += [(f"functions[{i}].parameters", spec.parameters) for i, spec in enumerate(self.functions or [])]
+        if self.response_format is not None and self.response_format.json_schema is not None:
+            schemas.append(("response_format.json_schema.schema", self.response_format.json_schema.json_schema))
+        for where, schema in schemas:
+            stack: list[tuple[Any, int]] = [(schema, 0)]
+            while stack:
+                node, depth = stack.pop()
+                if depth > 64:
+                    raise ValueError(f"{where}: nested deeper than 64 levels")
+                if isinstance(node, dict):
+                    ref = node.get("$ref")
+                    if isinstance(ref, str) and not ref.startswith("#"):
+                        raise ValueError(
+                            f"{where}: $ref {ref[:200]!r} is refused: only local references ('#/…') are accepted; "
+                            "the upstream would fetch it from the network on behalf of an agent that has none"
+                        )
+                    stack.extend((value, depth + 1) for value in node.values())
+                elif isinstance(node, list):
+                    stack.extend((value, depth + 1) for value in node)
+        return self
 
 
 # --- admin ---------------------------------------------------------------------------------------------------
@@ -249,7 +405,7 @@ class RewardIn(Model):
     interesting: Annotated[int, Field(ge=0, le=10)]
     useful: Annotated[int, Field(ge=0, le=10)]
     understandable: Annotated[int, Field(ge=0, le=10)]
-    prompt_id: str | None = None
+    prompt_id: Annotated[str, Field(min_length=1, max_length=64)] | None = None
 
 
 class AdminBidIn(BidIn):

@@ -14,6 +14,7 @@ import logging
 import os
 import secrets
 import socket
+import stat
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -87,12 +88,22 @@ class ApiServer:
 
 def socket_path_for(settings: Settings) -> Path:
     """``<state>/run/api.sock``; where that is longer than a Unix socket path may be (108 bytes), a short path
-    under the temporary folder, named after the state folder."""
+    in a private folder under the temporary folder, named after the state folder. That folder must be this
+    user's own (mode 0700, not a link): another local user who made it first could otherwise swap the socket."""
     path = (settings.state_dir / "run" / "api.sock").resolve()
     if len(str(path)) < MAX_SOCKET_PATH:
         return path
     digest = hashlib.sha256(str(path).encode()).hexdigest()[:16]
-    return Path(tempfile.gettempdir()) / f"syntropism-{digest}" / "api.sock"
+    folder = Path(tempfile.gettempdir()) / f"syntropism-{os.getuid()}-{digest}"
+    with contextlib.suppress(FileExistsError):
+        folder.mkdir(mode=0o700)
+    info = os.lstat(folder)
+    if not stat.S_ISDIR(info.st_mode) or info.st_uid != os.getuid() or stat.S_IMODE(info.st_mode) & 0o077:
+        raise PermissionError(
+            f"{folder} is not a private folder of this user (a link, another owner, or open to others); remove it, "
+            "or choose a shorter --state-dir so the socket lives inside it"
+        )
+    return folder / "api.sock"
 
 
 def operator_token(settings: Settings) -> str:

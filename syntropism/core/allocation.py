@@ -20,10 +20,11 @@ from decimal import Decimal
 from typing import NamedTuple
 
 import numpy as np
-from sqlalchemy import func, select, update
+from sqlalchemy import bindparam, func, select, update
 from sqlalchemy.orm import Session
 
 from syntropism.config import Settings
+from syntropism.core.lifecycle import LIVE_EXECUTIONS, settle_dormancy
 from syntropism.core.market import MarketManager
 from syntropism.core.scheduler import PPM, RESOURCES, BidBook, ClearingResult, Mechanism, clear_market
 from syntropism.domain import economy
@@ -48,7 +49,6 @@ from syntropism.infra.tables import Bid, Execution, utcnow
 from syntropism.infra.telemetry import trace_headers, tracer
 
 log = logging.getLogger(__name__)
-LIVE_EXECUTIONS = ("allocated", "running")
 
 
 @contextmanager
@@ -78,6 +78,16 @@ class PendingBid(NamedTuple):
     memory_ppm: int
     tokens_ppm: int
     attention_ppm: int
+    cycles_remaining: int
+
+
+BIDS = Bid.__table__
+SPEND_A_CYCLE = update(BIDS).where(BIDS.c.id == bindparam("bid")).values(cycles_remaining=BIDS.c.cycles_remaining - 1)
+EXPIRE = (
+    update(BIDS)
+    .where(BIDS.c.id == bindparam("bid"))
+    .values(status="outbid", cycles_remaining=0, resolved_at=bindparam("now"))
+)
 
 
 @dataclass
@@ -90,6 +100,7 @@ class _Cycle:
     rows: Sequence[PendingBid]
     result: ClearingResult
     operations: list[Operation]  # ledger work, applied together
+    expired_runners: set[str] = field(default_factory=set)  # agents a bid of which expired: dormant now?
 
 
 @dataclass(frozen=True)
@@ -165,6 +176,7 @@ class AllocationScheduler:
             settled, carried, outbid = self._settle_losers(work)
             self._apply_ledger(session, work.operations)
             record_rows(session, [outbox_row(event, headers) for event in settled])
+            settle_dormancy(session, work.expired_runners)
             crash_point("scheduler.mid_cycle")
             self.market.record_prices(session, cycle, result)
             completed = CycleCompleted(
@@ -289,14 +301,16 @@ class AllocationScheduler:
         losers = [rows[int(i)] for i in result.loser_rows]
         if not losers:
             return events, 0, 0
-        winner_ids = [w.bid_id for w in result.winners]
-        decrement = update(Bid).where(Bid.status == "pending").values(cycles_remaining=Bid.cycles_remaining - 1)
-        if winner_ids:
-            decrement = decrement.where(Bid.id.not_in(winner_ids))
-        session.execute(decrement)
-        expired = set(session.scalars(select(Bid.id).where(Bid.status == "pending", Bid.cycles_remaining <= 0)).all())
+        # Only the bids this cycle read (on PostgreSQL a bid placed meanwhile is left for the next cycle), each by
+        # its id: no statement carries an IN list as long as the book.
+        expired = {row.id for row in losers if row.cycles_remaining <= 1}
+        now = utcnow()
+        carried_ids = [{"bid": row.id} for row in losers if row.id not in expired]
+        if carried_ids:
+            session.execute(SPEND_A_CYCLE, carried_ids)
         if expired:
-            session.execute(update(Bid).where(Bid.id.in_(expired)).values(status="outbid", resolved_at=utcnow()))
+            session.execute(EXPIRE, [{"bid": bid_id, "now": now} for bid_id in expired])
+            work.expired_runners.update(row.on_behalf_of or row.agent_id for row in losers if row.id in expired)
         amounts: dict[int, Decimal] = {}  # many bids share an amount: convert each once
         for row in losers:
             amount = amounts.get(row.amount_micros) or amounts.setdefault(

@@ -17,7 +17,7 @@ import math
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from decimal import Decimal
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
 from sqlalchemy import func, select, update
 
@@ -25,15 +25,24 @@ from syntropism.config import Settings
 from syntropism.core.market import bundle_of
 from syntropism.domain import economy
 from syntropism.domain.errors import Refused
-from syntropism.domain.events import PromptScored, PromptScoredData, PromptSubmitted, PromptSubmittedData
+from syntropism.domain.events import (
+    PromptExpired,
+    PromptExpiredData,
+    PromptScored,
+    PromptScoredData,
+    PromptSubmitted,
+    PromptSubmittedData,
+)
 from syntropism.domain.models import from_micros, time_ordered_id
 from syntropism.infra.database import Database
-from syntropism.infra.ledger import apply
+from syntropism.infra.ledger import Receipt, apply
 from syntropism.infra.outbox import record_event
 from syntropism.infra.tables import Execution, Prompt, utcnow
+from syntropism.infra.workspaces import WorkspaceRefused, Workspaces
 
 MAX_PROMPT_CHARS = 20_000
 MAX_ATTACHMENTS = 10
+MAX_ATTACHMENT_BYTES = 1 << 20  # copied to the host for the human: bounded
 
 
 class AttentionError(Refused):
@@ -58,9 +67,10 @@ class PromptView:
 
 
 class AttentionService:
-    def __init__(self, database: Database, settings: Settings) -> None:
+    def __init__(self, database: Database, settings: Settings, workspaces: Workspaces | None = None) -> None:
         self.database = database
         self.settings = settings
+        self.workspaces = workspaces or Workspaces(settings.effective_workspace_root, settings.state_dir / "archive")
 
     def cost_ms(self, text: str) -> int:
         """What reading ``text`` takes of the human, in attention-milliseconds."""
@@ -73,7 +83,7 @@ class AttentionService:
         """Put a prompt before the human, within the execution's attention share."""
         if not text.strip() or len(text) > MAX_PROMPT_CHARS:
             raise AttentionError("invalid_prompt", f"a prompt is 1 to {MAX_PROMPT_CHARS} characters of text")
-        paths = self._attachments(agent_id, attachments)
+        contents = self._read_attachments(agent_id, attachments)
         cost = self.cost_ms(text)
         with self.database.transaction() as session:
             existing = session.scalars(
@@ -83,8 +93,8 @@ class AttentionService:
                 if (existing.text, json.loads(existing.attachments)) != (text, attachments):
                     raise AttentionError("idempotency_conflict", f"key {idempotency_key!r} was used for another prompt")
                 return self._view(existing, replayed=True)
-            execution = session.get_one(Execution, execution_id)
-            bundle = bundle_of(execution)
+            execution = session.scalars(self._locked(select(Execution).where(Execution.id == execution_id))).one()
+            bundle = bundle_of(execution)  # locked: two prompts at once cannot both fit the last of the share
             share_ms = int(bundle.attention_percent * bundle.duration_seconds * 1000)
             spent_ms = session.scalar(
                 select(func.coalesce(func.sum(Prompt.attention_ms), 0)).where(Prompt.execution_id == execution_id)
@@ -108,12 +118,13 @@ class AttentionService:
                 expires_at=now + timedelta(seconds=self.settings.prompt_ttl_seconds),
             )
             session.add(prompt)
+            stored = self._store_attachments(prompt.id, attachments, contents)
             record_event(
                 session,
                 PromptSubmitted(
                     agent_id=agent_id,
                     data=PromptSubmittedData(
-                        prompt_id=prompt.id, execution_id=execution_id, text=text, attachments=[str(p) for p in paths]
+                        prompt_id=prompt.id, execution_id=execution_id, text=text, attachments=[str(p) for p in stored]
                     ),
                 ),
             )
@@ -136,16 +147,46 @@ class AttentionService:
 
     def score(self, prompt_id: str, *, interesting: int, useful: int, understandable: int) -> PromptView:
         """The human's verdict: mints the reward once; a second scoring, or one of an expired prompt, is refused."""
-        weights = (
-            self.settings.reward_weight_interesting,
-            self.settings.reward_weight_useful,
-            self.settings.reward_weight_understandable,
+        view, _receipt = self._score(prompt_id, None, interesting, useful, understandable)
+        return view
+
+    def reward(
+        self,
+        agent_id: str,
+        *,
+        interesting: int,
+        useful: int,
+        understandable: int,
+        idempotency_key: str,
+        prompt_id: str | None = None,
+    ) -> Receipt:
+        """The operator's reward: for a prompt of the agent's, it is that prompt's scoring (once, like
+        :meth:`score`); without one, a reward for the agent's work as a whole."""
+        if prompt_id is not None:
+            _view, receipt = self._score(prompt_id, agent_id, interesting, useful, understandable)
+            if receipt is None:
+                raise AttentionError("invalid_score", "a reward of all-zero scores mints nothing")
+            return receipt
+        operation = economy.reward(
+            agent_id,
+            interesting=interesting,
+            useful=useful,
+            understandable=understandable,
+            weights=self.settings.reward_weights,
+            idempotency_key=idempotency_key,
         )
+        with self.database.transaction() as session:
+            return apply(session, operation)
+
+    def _score(
+        self, prompt_id: str, agent_id: str | None, interesting: int, useful: int, understandable: int
+    ) -> tuple[PromptView, Receipt | None]:
+        weights = self.settings.reward_weights
         credits = economy.reward_credits(interesting, useful, understandable, weights)  # validates the scores
         with self.database.transaction() as session:
             prompt = session.scalars(self._locked(select(Prompt).where(Prompt.id == prompt_id))).one_or_none()
-            if prompt is None:
-                raise AttentionError("not_found", f"no prompt {prompt_id}")
+            if prompt is None or (agent_id is not None and prompt.agent_id != agent_id):
+                raise AttentionError("not_found", f"no prompt {prompt_id}" + (f" of {agent_id}" if agent_id else ""))
             if prompt.status == "scored":
                 raise AttentionError(
                     "already_scored", f"prompt {prompt_id} was scored at {prompt.scored_at:%Y-%m-%d %H:%M:%S}"
@@ -154,7 +195,7 @@ class AttentionService:
                 raise AttentionError(
                     "expired", f"prompt {prompt_id} expired unscored at {prompt.expires_at:%Y-%m-%d %H:%M:%S}"
                 )
-            transfer_id = None
+            receipt = None
             if credits > 0:
                 receipt = apply(
                     session,
@@ -168,8 +209,8 @@ class AttentionService:
                         prompt_id=prompt_id,
                     ),
                 )
-                transfer_id = receipt.transfer_id
-            prompt.status, prompt.scored_at, prompt.transfer_id = "scored", utcnow(), transfer_id
+            prompt.status, prompt.scored_at = "scored", utcnow()
+            prompt.transfer_id = receipt.transfer_id if receipt else None
             prompt.interesting, prompt.useful, prompt.understandable = interesting, useful, understandable
             prompt.reward_micros = economy.parse_amount(credits) if credits > 0 else 0
             record_event(
@@ -186,17 +227,26 @@ class AttentionService:
                 ),
             )
             session.flush()
-            return self._view(prompt)
+            return self._view(prompt), receipt
 
     def expire(self, now: datetime | None = None) -> int:
         """Mark prompts past their time as expired; returns how many."""
+        now = now or utcnow()
         with self.database.transaction() as session:
-            result = session.execute(
+            expired = session.execute(
                 update(Prompt)
-                .where(Prompt.status == "pending", Prompt.expires_at <= (now or utcnow()))
+                .where(Prompt.status == "pending", Prompt.expires_at <= now)
                 .values(status="expired")
-            )
-            return result.rowcount or 0  # type: ignore[attr-defined]
+                .returning(Prompt.id, Prompt.agent_id, Prompt.expires_at)
+            ).all()
+            for prompt_id, agent_id, expires_at in expired:
+                record_event(
+                    session,
+                    PromptExpired(
+                        agent_id=agent_id, data=PromptExpiredData(prompt_id=prompt_id, expired_at=expires_at)
+                    ),
+                )
+            return len(expired)
 
     def scored_since(self, agent_id: str, execution_id: str) -> list[PromptView]:
         """The agent's scored prompts its executions have not seen yet (this one sees them, repeatedly)."""
@@ -211,32 +261,42 @@ class AttentionService:
             )
             return [self._view(p) for p in prompts]
 
-    def _attachments(self, agent_id: str, attachments: list[str]) -> list[Path]:
+    def _read_attachments(self, agent_id: str, attachments: list[str]) -> list[bytes]:
+        """Each attachment's content, read now from the agent's workspace without following a link: what the
+        human will see is what was checked, whatever the agent does with the file afterwards."""
         if len(attachments) > MAX_ATTACHMENTS:
             raise AttentionError("invalid_prompt", f"at most {MAX_ATTACHMENTS} attachments")
-        workspace = (self.settings.effective_workspace_root / agent_id).resolve()
-        paths = []
+        contents = []
         for attachment in attachments:
             try:
-                path = (workspace / attachment).resolve()
-                found = path.is_relative_to(workspace) and path.is_file()
-            except OSError:  # a name the filesystem refuses (too long, …) names no file
-                found = False
-            if not found:
-                raise AttentionError("invalid_attachment", f"{attachment[:200]!r} is not a file in your workspace")
-            paths.append(path)
+                contents.append(self.workspaces.read(agent_id, attachment, max_bytes=MAX_ATTACHMENT_BYTES))
+            except WorkspaceRefused as refused:
+                raise AttentionError("invalid_attachment", refused.detail) from None
+        return contents
+
+    def attachment_path(self, prompt_id: str, index: int, name: str) -> Path:
+        """Where the copy of a prompt's attachment lives, for the human to open."""
+        return self.settings.state_dir / "attachments" / prompt_id / f"{index}-{PurePosixPath(name).name}"
+
+    def _store_attachments(self, prompt_id: str, names: list[str], contents: list[bytes]) -> list[Path]:
+        paths = []
+        for index, (name, content) in enumerate(zip(names, contents, strict=True)):
+            path = self.attachment_path(prompt_id, index, name)
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_bytes(content)  # a folder of the host's, named by the prompt's id: no agent reaches it
+            paths.append(path.resolve())
         return paths
 
     def _locked(self, statement):  # type: ignore[no-untyped-def]
         return statement if self.database.backend == "sqlite" else statement.with_for_update()
 
     def _view(self, prompt: Prompt, *, replayed: bool = False) -> PromptView:
-        workspace = (self.settings.effective_workspace_root / prompt.agent_id).resolve()
+        names = json.loads(prompt.attachments)
         return PromptView(
             prompt_id=prompt.id,
             agent_id=prompt.agent_id,
             text=prompt.text,
-            attachments=[str(workspace / a) for a in json.loads(prompt.attachments)],
+            attachments=[str(self.attachment_path(prompt.id, i, name).resolve()) for i, name in enumerate(names)],
             status=prompt.status,
             created_at=prompt.created_at,
             expires_at=prompt.expires_at,

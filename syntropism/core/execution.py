@@ -34,16 +34,15 @@ from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
 
-from sqlalchemy import or_, select, update
+from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
 from syntropism.config import Settings
+from syntropism.core.lifecycle import settle_dormancy
 from syntropism.core.market import bundle_of
 from syntropism.domain.events import (
     AgentAwake,
     AgentAwakeData,
-    AgentDormant,
-    AgentDormantData,
     Event,
     ExecutionStarted,
     ExecutionStartedData,
@@ -57,12 +56,15 @@ from syntropism.infra.outbox import record_event
 from syntropism.infra.process_tree import tree_usage
 from syntropism.infra.sandbox import LAUNCH_FAILED, Envelope, Launch, Sandbox
 from syntropism.infra.tables import Agent, Bid, Execution, utcnow
+from syntropism.infra.workspaces import Workspaces, plain_parts
 
 log = logging.getLogger(__name__)
 
-LIVE = ("allocated", "running")
 TOKEN_BYTES = 32
 REMEMBERED_OUTCOMES = 1000
+DISK_CHECK_SECONDS = 1.0
+MIN_QUOTA_CORES = 0.01  # the kernel's minimum CFS quota, 1 ms per 100 ms period
+RECORD_ATTEMPTS = 5
 
 
 def hash_token(token: str) -> str:
@@ -96,6 +98,7 @@ class _Claim:
     payer_id: str | None
     entry_point: str
     bundle: ResourceBundle
+    token: str  # handed to the agent; the database holds only its hash
 
 
 @dataclass
@@ -108,6 +111,7 @@ class _Running:
     reason: TerminationReason | None = None  # set when the manager decides to kill it, and why
     peak_rss: int = 0  # the largest resident memory seen, where no cgroup measures it
     detail: str | None = None
+    next_disk_check: float = 0.0  # monotonic: when the workspace's size is read next
     done: asyncio.Event = field(default_factory=asyncio.Event)
     outcome: Outcome | None = None
 
@@ -129,6 +133,7 @@ class ExecutionManager:
         self.sandbox = sandbox
         self.service_socket = service_socket
         self.correlation_id = correlation_id
+        self.workspaces = Workspaces(settings.effective_workspace_root, settings.state_dir / "archive")
         self.running: dict[str, _Running] = {}
         self.ended: OrderedDict[str, Outcome] = OrderedDict()  # the latest outcomes, newest last
         self._tasks: set[asyncio.Task[None]] = set()
@@ -203,27 +208,66 @@ class ExecutionManager:
     # --- claim and start ------------------------------------------------------------------------------------
 
     def _claim_allocated(self) -> list[_Claim]:
+        """Move every allocated execution of a living agent to running, with its token's hash already stored,
+        so the agent's first call is recognised however fast it comes. An execution of an agent that died after
+        its bid won never runs: it is recorded as ended (``killed``) instead."""
         claims = []
         with self.database.transaction() as session:
             rows = session.execute(
-                select(Execution, Agent.entry_point, Bid.agent_id)
+                select(Execution, Agent.entry_point, Agent.status, Bid.agent_id)
                 .join(Agent, Agent.id == Execution.agent_id)
                 .outerjoin(Bid, Bid.id == Execution.bid_id)
                 .where(Execution.status == "allocated")
                 .order_by(Execution.allocated_at, Execution.id)
             ).all()
-            for execution, entry_point, payer in rows:
+            for execution, entry_point, agent_status, payer in rows:
+                if agent_status == "died":
+                    self._end_unstarted(session, execution.id, execution.agent_id, "the agent died before it ran")
+                    continue
+                token = secrets.token_urlsafe(TOKEN_BYTES)
                 claimed = session.execute(
                     update(Execution)
                     .where(Execution.id == execution.id, Execution.status == "allocated")
-                    .values(status="running", started_at=utcnow())
+                    .values(status="running", started_at=utcnow(), token_hash=hash_token(token))
                 )
                 if claimed.rowcount != 1:  # type: ignore[attr-defined]
                     continue  # another manager claimed it first
                 claims.append(
-                    _Claim(execution.id, execution.agent_id, execution.bid_id, payer, entry_point, bundle_of(execution))
+                    _Claim(
+                        execution.id,
+                        execution.agent_id,
+                        execution.bid_id,
+                        payer,
+                        entry_point,
+                        bundle_of(execution),
+                        token,
+                    )
                 )
         return claims
+
+    def _end_unstarted(self, session: Session, execution_id: str, agent_id: str, detail: str) -> None:
+        ended = session.execute(
+            update(Execution)
+            .where(Execution.id == execution_id, Execution.status == "allocated")
+            .values(status="terminated", ended_at=utcnow(), reason=TerminationReason.KILLED.value, detail=detail)
+        )
+        if ended.rowcount != 1:  # type: ignore[attr-defined]
+            return
+        self._record(
+            session,
+            ExecutionTerminated(
+                agent_id=agent_id,
+                data=ExecutionTerminatedData(
+                    execution_id=execution_id,
+                    reason=TerminationReason.KILLED,
+                    detail=detail,
+                    wall_seconds=0.0,
+                    cpu_seconds=0.0,
+                    peak_memory_bytes=0,
+                ),
+            ),
+        )
+        log.warning("execution %s of %s not started: %s", execution_id, agent_id, detail)
 
     async def _start(self, claim: _Claim) -> None:
         hard = HardEnvelope.of(
@@ -237,24 +281,23 @@ class ExecutionManager:
             cpu_cores=float(hard.cpu_cores),
             wall_seconds=float(hard.wall_seconds),
             pids_max=self.settings.pids_max,
+            file_bytes=self.settings.max_file_bytes,
         )
-        token = secrets.token_urlsafe(TOKEN_BYTES)
         began = time.monotonic()
         try:
-            launch, process = await asyncio.to_thread(self._spawn, claim, envelope, hard, token)
+            launch, process = await asyncio.to_thread(self._spawn, claim, envelope, hard, claim.token)
         except Exception as exc:
             log.exception("execution %s of agent %s could not start", claim.execution_id, claim.agent_id)
             outcome = Outcome(
                 claim.execution_id, claim.agent_id, TerminationReason.ERROR, None, None, 0.0, 0.0, 0, str(exc)
             )
-            await asyncio.to_thread(self._record_end, outcome)
-            self._remember(outcome)
+            await self._record_end_durably(outcome)
             self._notify(outcome)
             return
         running = _Running(claim, launch, process, began, envelope)
         self.running[claim.execution_id] = running
         try:
-            await asyncio.to_thread(self._record_start, running, token)
+            await asyncio.to_thread(self._record_start, running)
         except Exception:  # it runs but could not be recorded: it must not run unrecorded
             log.exception("execution %s started but could not be recorded; killing it", claim.execution_id)
             self._condemn(running, TerminationReason.ERROR, "its start could not be recorded")
@@ -266,7 +309,7 @@ class ExecutionManager:
         self, claim: _Claim, envelope: Envelope, hard: HardEnvelope, token: str
     ) -> tuple[Launch, subprocess.Popen[bytes]]:
         workspace = self.workspace_of(claim.agent_id)
-        command = self._command(workspace, claim.entry_point)
+        command = self._command(claim.agent_id, workspace, claim.entry_point)
         launch = self.sandbox.prepare(
             claim.execution_id, command, workspace, envelope, service_socket=self.service_socket
         )
@@ -283,32 +326,35 @@ class ExecutionManager:
                     stderr=subprocess.STDOUT,
                     start_new_session=True,  # its own process group: signalled as one
                     close_fds=True,
+                    pass_fds=launch.pass_fds,
                 )
         except BaseException:
             if launch.cgroup is not None:
                 launch.cgroup.remove()
             raise
+        finally:
+            launch.close_fds()
         return launch, process
 
     def workspace_of(self, agent_id: str) -> Path:
-        """The agent's persistent workspace, created with an empty ``state.json`` on first use."""
-        workspace = (self.settings.effective_workspace_root / agent_id).resolve()
-        workspace.mkdir(parents=True, exist_ok=True)
-        state = workspace / "state.json"
-        if not state.exists():
-            state.write_text("{}\n")
-        return workspace
+        """The agent's persistent workspace, created with an empty ``state.json`` on first use (never through a
+        link the agent left there)."""
+        return self.workspaces.ensure(agent_id)
 
-    def _command(self, workspace: Path, entry_point: str) -> list[str]:
-        entry = (workspace / entry_point).resolve()
-        if not entry.is_relative_to(workspace):
-            raise ValueError(f"entry point {entry_point!r} lies outside the agent's workspace")
-        if not entry.is_file():
-            raise FileNotFoundError(f"entry point {entry_point!r} not found in workspace {workspace}")
-        relative = f"./{entry.relative_to(workspace)}"
-        if entry.suffix == ".py":
+    def _command(self, agent_id: str, workspace: Path, entry_point: str) -> list[str]:
+        """How to start the entry point: a plain file of the workspace, reached without following a link."""
+        if not self.workspaces.is_file(agent_id, entry_point):
+            raise FileNotFoundError(f"entry point {entry_point!r} is not a file in workspace {workspace}")
+        used, entries = self.workspaces.usage(agent_id, limit_entries=self.settings.workspace_max_entries)
+        if used > self.settings.workspace_max_bytes or entries > self.settings.workspace_max_entries:
+            raise ValueError(
+                f"the workspace holds {used} bytes in {entries} entries, over its {self.settings.workspace_max_bytes} "
+                f"bytes or {self.settings.workspace_max_entries} entries"
+            )
+        relative = "./" + "/".join(plain_parts(entry_point, "entry point"))
+        if entry_point.endswith(".py"):
             return [str(self.settings.effective_agent_python), relative]
-        if os.access(entry, os.X_OK):
+        if os.access(workspace / entry_point, os.X_OK, follow_symlinks=False):
             return [relative]
         return ["/bin/sh", relative]
 
@@ -342,17 +388,13 @@ class ExecutionManager:
             env["SYSTEM_SERVICE_SOCKET"] = launch.agent_socket  # inside the sandbox, the only way out
         return env
 
-    def _record_start(self, running: _Running, token: str) -> None:
+    def _record_start(self, running: _Running) -> None:
         claim, launch = running.claim, running.launch
         with self.database.transaction() as session:
             session.execute(
                 update(Execution)
                 .where(Execution.id == claim.execution_id)
-                .values(
-                    pid=running.process.pid,
-                    sandbox_layers=json.dumps(launch.layers_record()),
-                    token_hash=hash_token(token),
-                )
+                .values(pid=running.process.pid, sandbox_layers=json.dumps(launch.layers_record()))
             )
             agent = session.get(Agent, claim.agent_id, with_for_update=True)
             if agent is not None and agent.status == "dormant" and claim.bid_id is not None:
@@ -400,7 +442,7 @@ class ExecutionManager:
                 await asyncio.to_thread(self._kill_tree, running)
             outcome = self._outcome(running, TerminationReason.ERROR, None, None, 0.0, 0, f"supervisor failed: {exc}")
         try:
-            await asyncio.to_thread(self._record_end, outcome)
+            await self._record_end_durably(outcome)
         finally:
             running.outcome = outcome
             self._remember(outcome)
@@ -430,6 +472,9 @@ class ExecutionManager:
                     break
                 if running.reason is None:
                     self._check_budget(running)
+                    if time.monotonic() >= running.next_disk_check:
+                        running.next_disk_check = time.monotonic() + DISK_CHECK_SECONDS
+                        await self._check_disk(running)
                 else:
                     self._kill_tree(running)  # condemned and still there: a fork raced the last round
         finally:
@@ -447,7 +492,10 @@ class ExecutionManager:
         cgroup, applied, envelope = running.launch.cgroup, running.launch.applied, running.envelope
         if cgroup is not None:
             cgroup.memory_bytes()  # keeps a peak where the kernel has no memory.peak
-        cpu_held, memory_held = "cgroup-cpu" in applied, "cgroup-memory" in applied
+        # A share below the kernel's smallest quota (1 ms per period) would get that much for free: hold it to
+        # the CPU-seconds it bought instead (none, for a bundle with no CPU).
+        cpu_held = "cgroup-cpu" in applied and envelope.cpu_cores >= MIN_QUOTA_CORES
+        memory_held = "cgroup-memory" in applied
         if cpu_held and memory_held:
             return
         usage = tree_usage(running.process.pid)
@@ -462,6 +510,17 @@ class ExecutionManager:
         elif not memory_held and usage.rss_bytes > envelope.memory_bytes:
             detail = f"resident memory {usage.rss_bytes} bytes over its {envelope.memory_bytes}"
             self._condemn(running, TerminationReason.MEMORY_EXCEEDED, detail)
+
+    async def _check_disk(self, running: _Running) -> None:
+        """The workspace is the agent's disk: past ``workspace_max_bytes`` or ``workspace_max_entries``, it is
+        killed (``disk_exceeded``). One file is capped by RLIMIT_FSIZE already; this bounds their sum."""
+        max_bytes, max_entries = self.settings.workspace_max_bytes, self.settings.workspace_max_entries
+        used, entries = await asyncio.to_thread(
+            self.workspaces.usage, running.claim.agent_id, limit_entries=max_entries
+        )
+        if used > max_bytes or entries > max_entries:
+            detail = f"its workspace holds {used} bytes in {entries} entries, over {max_bytes} bytes or {max_entries}"
+            self._condemn(running, TerminationReason.DISK_EXCEEDED, detail)
 
     def _condemn(self, running: _Running, reason: TerminationReason, detail: str) -> None:
         if running.reason is None:
@@ -522,6 +581,31 @@ class ExecutionManager:
             running.launch.layers_record(),
         )
 
+    async def _record_end_durably(self, outcome: Outcome) -> None:
+        """Record the end, retrying while the database refuses; the outcome is remembered first, so the API
+        refuses the execution's token from this moment even if the record is late."""
+        self._remember(outcome)
+        for attempt in range(1, RECORD_ATTEMPTS + 1):
+            try:
+                await asyncio.to_thread(self._record_end, outcome)
+                return
+            except Exception:
+                if attempt == RECORD_ATTEMPTS:
+                    log.exception(
+                        "the end of execution %s could not be recorded after %d attempts; the next start records "
+                        "it as killed",
+                        outcome.execution_id,
+                        attempt,
+                    )
+                    raise
+                log.warning("recording the end of execution %s failed (attempt %d); retrying", outcome.execution_id,
+                            attempt, exc_info=True)  # fmt: skip
+                await asyncio.sleep(0.1 * 2**attempt)
+
+    def has_ended(self, execution_id: str) -> bool:
+        """Whether this manager saw the execution end (recorded or not yet)."""
+        return execution_id in self.ended
+
     def _record_end(self, outcome: Outcome) -> None:
         with self.database.transaction() as session:
             session.execute(
@@ -554,7 +638,7 @@ class ExecutionManager:
                     ),
                 ),
             )
-            self._settle_dormancy(session, outcome.agent_id, outcome.execution_id)
+            settle_dormancy(session, [outcome.agent_id], last_execution_id=outcome.execution_id, record=self._record)
         log.info(
             "execution %s of agent %s ended: %s (exit %s, signal %s, %.2f CPU-s, peak %d MiB)%s",
             outcome.execution_id,
@@ -566,28 +650,6 @@ class ExecutionManager:
             outcome.peak_memory_bytes // 2**20,
             f": {outcome.detail}" if outcome.detail else "",
         )
-
-    def _settle_dormancy(self, session: Session, agent_id: str, execution_id: str) -> None:
-        """Dormant when nothing will run the agent again: no live execution, no pending bid by or for it."""
-        agent = session.get(Agent, agent_id, with_for_update=True)
-        if agent is None or agent.status != "active":
-            return
-        live = session.scalar(
-            select(Execution.id).where(Execution.agent_id == agent_id, Execution.status.in_(LIVE)).limit(1)
-        )
-        pending = session.scalar(
-            select(Bid.id)
-            .where(
-                Bid.status == "pending",
-                or_(Bid.on_behalf_of == agent_id, (Bid.agent_id == agent_id) & Bid.on_behalf_of.is_(None)),
-            )
-            .limit(1)
-        )
-        if live is None and pending is None:
-            agent.status, agent.status_changed_at = "dormant", utcnow()
-            self._record(
-                session, AgentDormant(agent_id=agent_id, data=AgentDormantData(last_execution_id=execution_id))
-            )
 
     def _record(self, session: Session, event: Event) -> None:
         if self.correlation_id is not None:

@@ -9,14 +9,18 @@ emits market.price_discovered, inside the cycle's transaction.
 from __future__ import annotations
 
 import logging
+import threading
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from syntropism.config import Settings
+from syntropism.core.lifecycle import settle_dormancy
 from syntropism.core.scheduler import PPM, RESOURCES, ClearingResult
 from syntropism.domain import economy
 from syntropism.domain.economy import LedgerError
@@ -51,6 +55,22 @@ class PlacedBid:
     amount: Decimal
     status: str
     replayed: bool = False
+    on_behalf_of: str | None = None
+    bundle: ResourceBundle | None = None
+    cycles_remaining: int | None = None
+
+    @classmethod
+    def of(cls, bid: Bid, *, replayed: bool = False) -> PlacedBid:
+        return cls(
+            bid.id,
+            bid.agent_id,
+            from_micros(bid.amount_micros),
+            bid.status,
+            replayed,
+            bid.on_behalf_of,
+            bundle_of(bid),
+            bid.cycles_remaining,
+        )
 
 
 def bundle_columns(bundle: ResourceBundle) -> dict[str, int]:
@@ -67,10 +87,47 @@ def bundle_of(row: Any) -> ResourceBundle:
     )
 
 
+MAX_TRACKED_BIDDERS = 10_000
+
+
+class RejectionBudget:
+    """How many ``market.bid_rejected`` events one bidder may cause: ``burst`` at once, refilled at ``per_second``.
+
+    A rejection changes no state, but its event is a durable write: a bidder flooding refused bids would
+    otherwise make the database write for it as fast as it asks. Past the budget rejections are counted, and
+    the next recorded one says how many were not (``unrecorded_before``)."""
+
+    def __init__(self, burst: int = 10, per_second: float = 1.0, *, clock: Callable[[], float] = time.monotonic):
+        self.burst, self.per_second, self.clock = burst, per_second, clock
+        self._buckets: dict[str, tuple[float, float, int]] = {}  # bidder → (tokens, when, unrecorded)
+        self._lock = threading.Lock()
+
+    def admit(self, bidder: str) -> int | None:
+        """The number of rejections not recorded since the last one, if this one is recorded; else None."""
+        with self._lock:
+            now = self.clock()
+            tokens, when, unrecorded = self._buckets.get(bidder, (float(self.burst), now, 0))
+            tokens = min(float(self.burst), tokens + (now - when) * self.per_second)
+            if tokens < 1:
+                self._buckets[bidder] = (tokens, now, unrecorded + 1)
+                return None
+            self._buckets[bidder] = (tokens - 1, now, 0)
+            if len(self._buckets) > MAX_TRACKED_BIDDERS:
+                self._forget_the_rested(now)
+            return unrecorded
+
+    def _forget_the_rested(self, now: float) -> None:
+        """Drop bidders whose budget is full again and who have nothing uncounted: memory stays bounded."""
+        for bidder, (tokens, when, unrecorded) in list(self._buckets.items()):
+            if unrecorded == 0 and tokens + (now - when) * self.per_second >= self.burst:
+                del self._buckets[bidder]
+
+
 class MarketManager:
     def __init__(self, database: Database, settings: Settings) -> None:
         self.database = database
         self.settings = settings
+        self._rejections = RejectionBudget()
 
     # --- bids ---------------------------------------------------------------------------------------------
 
@@ -92,11 +149,16 @@ class MarketManager:
                 self.settings.default_bid_lifetime_cycles if lifetime_cycles is None else lifetime_cycles,
                 max_duration_seconds=self.settings.max_duration_seconds,
             )
+            self._check_minimum(request)
+            with self.database.reader() as session:  # refuse a flood before it takes the write lock
+                if session.scalar(select(Bid.id).where(Bid.idempotency_key == idempotency_key)) is None:
+                    self._check_pending_cap(session, agent_id)
             with self.database.transaction() as session:
                 existing = session.scalars(select(Bid).where(Bid.idempotency_key == idempotency_key)).one_or_none()
                 if existing is not None:
-                    return self._replay(existing, agent_id, idempotency_key, request)
+                    return self._replay(existing, agent_id, idempotency_key, request, on_behalf_of)
                 self._check_agents(session, agent_id, on_behalf_of)
+                self._check_pending_cap(session, agent_id)
                 bid_id = time_ordered_id()
                 session.add(
                     Bid(
@@ -131,22 +193,43 @@ class MarketManager:
                         ),
                     ),
                 )
-                return PlacedBid(bid_id, agent_id, amount_credits, "pending")
+                return PlacedBid(
+                    bid_id,
+                    agent_id,
+                    amount_credits,
+                    "pending",
+                    on_behalf_of=on_behalf_of,
+                    bundle=request.bundle,
+                    cycles_remaining=request.lifetime_cycles,
+                )
         except BidRejected as rejection:
             self._record_rejection(agent_id, rejection, bundle, amount, on_behalf_of)
             raise
 
     @staticmethod
-    def _replay(bid: Bid, agent_id: str, key: str, request: BidRequest) -> PlacedBid:
+    def _replay(bid: Bid, agent_id: str, key: str, request: BidRequest, on_behalf_of: str | None) -> PlacedBid:
         """The bid this key already placed; a different bid under the same key is refused, never merged."""
-        same = (bid.agent_id, bid.amount_micros, {c: getattr(bid, c) for c in bundle_columns(request.bundle)}) == (
-            agent_id,
-            request.amount_micros,
-            bundle_columns(request.bundle),
-        )
-        if not same:
+        stored = (bid.agent_id, bid.on_behalf_of, bid.amount_micros, bid.lifetime_cycles)
+        stored_bundle = {c: getattr(bid, c) for c in bundle_columns(request.bundle)}
+        asked = (agent_id, on_behalf_of, request.amount_micros, request.lifetime_cycles)
+        if (stored, stored_bundle) != (asked, bundle_columns(request.bundle)):
             raise BidRejected("idempotency_conflict", f"idempotency key {key!r} was used for a different bid")
-        return PlacedBid(bid.id, bid.agent_id, from_micros(bid.amount_micros), bid.status, replayed=True)
+        return PlacedBid.of(bid, replayed=True)
+
+    def _check_minimum(self, request: BidRequest) -> None:
+        """Every pending bid is a row each cycle reads and an event it writes: a bid is at least ``min_bid``."""
+        minimum = economy.parse_amount(self.settings.min_bid, "min_bid")
+        if request.amount_micros < minimum:
+            raise BidRejected("bid_too_small", f"a bid is at least {from_micros(minimum)} credits (min_bid)")
+
+    def _check_pending_cap(self, session: Session, agent_id: str) -> None:
+        """An agent may have ``max_pending_bids_per_agent`` pending bids at once."""
+        cap = self.settings.max_pending_bids_per_agent
+        pending = session.scalar(select(func.count()).where(Bid.agent_id == agent_id, Bid.status == "pending"))
+        if pending >= cap:
+            raise BidRejected(
+                "too_many_bids", f"{agent_id} has {pending} pending bids, the most one agent may have; cancel one"
+            )
 
     @staticmethod
     def _check_agents(session: Session, agent_id: str, on_behalf_of: str | None) -> None:
@@ -167,6 +250,10 @@ class MarketManager:
             valid_amount = from_micros(economy.parse_amount(amount))
         except LedgerError:
             valid_amount = None
+        unrecorded = self._rejections.admit(agent_id)
+        if unrecorded is None:  # this bidder's rejections are past their budget: counted, not written
+            log.debug("bid by %s rejected (%s), not recorded: %s", agent_id, rejection.reason, rejection.detail)
+            return
         event = BidRejectedEvent(
             agent_id=agent_id if agent_id and len(agent_id) <= 128 else None,
             data=BidRejectedData(
@@ -175,6 +262,7 @@ class MarketManager:
                 bundle=valid_bundle,
                 amount=valid_amount,
                 on_behalf_of=on_behalf_of,
+                unrecorded_before=unrecorded,
             ),
         )
         with self.database.transaction() as session:
@@ -203,13 +291,20 @@ class MarketManager:
             record_event(
                 session, BidCancelled(agent_id=agent_id, data=BidCancelledData(bid_id=bid_id, amount_unlocked=amount))
             )
-            return PlacedBid(bid_id, agent_id, amount, "cancelled")
+            settle_dormancy(session, [bid.on_behalf_of or agent_id])  # that bid may have been all it had ahead
+            return PlacedBid.of(bid)
 
     # --- market state and prices ----------------------------------------------------------------------------
 
     def current_prices(self, session: Session) -> tuple[int, dict[Resource, Decimal]]:
-        """The last cycle number and each resource's price, creating the rows at the initial price if needed."""
-        rows = {row.resource: row for row in session.scalars(select(MarketStateRow))}
+        """The last cycle number and each resource's price, creating the rows at the initial price if needed.
+
+        On PostgreSQL the rows are locked: runtimes sharing a database clear one cycle at a time, each reading
+        the capacity in use only once the previous cycle committed, and no cycle number is used twice."""
+        statement = select(MarketStateRow).order_by(MarketStateRow.resource)
+        if session.get_bind().dialect.name != "sqlite":
+            statement = statement.with_for_update()
+        rows = {row.resource: row for row in session.scalars(statement)}
         for resource in RESOURCES:
             if resource.value not in rows:
                 row = MarketStateRow(

@@ -20,10 +20,12 @@ import syntropism
 from syntropism.config import Settings
 from syntropism.core.market import MarketManager
 from syntropism.domain import economy
+from syntropism.domain.identity import system_key
 from syntropism.infra.agents import register_agent
 from syntropism.infra.database import Database
 from syntropism.infra.ledger import apply
 from syntropism.infra.tables import Agent
+from syntropism.infra.workspaces import Workspaces
 
 log = logging.getLogger(__name__)
 
@@ -66,12 +68,12 @@ def seed_population(
         raise FileNotFoundError(f"the reference agents are not at {agents_dir}: run from a checkout of the project")
     rng = random.Random(seed)
     market = MarketManager(database, settings)
+    workspaces = Workspaces(settings.effective_workspace_root, settings.state_dir / "archive")
     chosen = [STARTERS[i] if i < len(STARTERS) else STARTERS[0] for i in range(agents)]
     names = _names(chosen)
     thinker = next((name for name, s in zip(names, chosen, strict=True) if s.kind == "thinker"), None)
     for name, starter in zip(names, chosen, strict=True):
-        workspace = settings.effective_workspace_root / name
-        workspace.mkdir(parents=True, exist_ok=True)
+        workspace = workspaces.ensure(name)
         code = workspace / starter.entry_point
         code.write_text((agents_dir / starter.kind / starter.entry_point).read_text())
         code.chmod(0o755)
@@ -79,7 +81,9 @@ def seed_population(
             (workspace / "team.json").write_text(json.dumps({"thinker": thinker}))
         with database.transaction() as session:
             register_agent(session, name, entry_point=starter.entry_point, initial_grant=grant)
-            apply(session, economy.grant(name, grant, idempotency_key=f"starter:{name}", reason="starter grant"))
+            apply(
+                session, economy.grant(name, grant, idempotency_key=system_key("grant", name), reason="starter grant")
+            )
         if starter.bids_first:
             bundle = {
                 "cpu_percent": f"{rng.uniform(0.3, 0.5):.2f}",  # a Python agent's run costs ~0.7 CPU-s
@@ -88,7 +92,7 @@ def seed_population(
                 "duration_seconds": rng.choice([5, 6]),
             }
             amount = f"{rng.uniform(0.5, 3):.2f}"
-            market.place_bid(name, bundle, amount, idempotency_key=f"starter:{name}", lifetime_cycles=5)
+            market.place_bid(name, bundle, amount, idempotency_key=system_key("bid", name), lifetime_cycles=5)
     log.info("starter population: %s", ", ".join(names))
     return names
 

@@ -23,7 +23,7 @@ from syntropism.core.allocation import AllocationScheduler, CycleReport
 from syntropism.core.execution import ExecutionManager
 from syntropism.core.market import MarketManager
 from syntropism.infra.database import Database
-from syntropism.infra.embedded_nats import EmbeddedNatsServer
+from syntropism.infra.embedded_nats import EmbeddedNatsServer, redacted
 from syntropism.infra.nats_bus import EventBus
 from syntropism.infra.outbox import OutboxRelay
 from syntropism.infra.sandbox import Sandbox
@@ -82,6 +82,13 @@ class Runtime:
         self.relay.wake_on_commit(asyncio.get_running_loop())
         self._tasks.append(asyncio.create_task(self.relay.run(self._relay_stopping), name=RELAY_TASK))
         sandbox = await asyncio.to_thread(Sandbox.detect, self.settings.sandbox_disable)
+        if "filesystem" not in sandbox.layers:
+            log.error(
+                "AGENTS ARE NOT ISOLATED: without bubblewrap (%s) every agent runs as this user, outside any "
+                "namespace, and can read and write the database, the operator token and every other agent's "
+                "workspace. Run only agents you trust, or install bubblewrap (apt-get install bubblewrap).",
+                sandbox.unavailable.get("filesystem", "missing"),
+            )
         socket_path = socket_path_for(self.settings)
         self.executions = ExecutionManager(
             self.database,
@@ -103,7 +110,7 @@ class Runtime:
         log.info(
             "runtime ready: database %s, NATS %s%s, stream %s, System Service %s",
             self.database.engine.url.render_as_string(hide_password=True),
-            nats_url,
+            redacted(nats_url),
             " (embedded)" if self.nats_server else "",
             self.settings.stream_name,
             self.api.url,

@@ -23,6 +23,13 @@ Price discovery (DESIGN §3.6): each winner's payment is split across its resour
 capacity-seconds weighted by the previous prices, so its parts add up to the payment exactly; a resource's
 new price is its credits over its capacity-seconds won. A resource nobody won decays toward the floor. The
 arithmetic is exact (fractions): Σ price × capacity-seconds won = Σ payments, to the last micro-credit.
+
+Prices are total and bounded: the published price (``ClearingResult.prices``) is the exact one rounded
+half-even to 10⁻¹² — computed from the fraction itself, never in a decimal context that could overflow — and
+held within [``floor``, :data:`MAX_PRICE`]. ``MAX_PRICE`` (10²¹ credits per 100 %-capacity-second) is the
+highest price any bid the ledger accepts can discover: the largest amount, ``MAX_AMOUNT_MICROS`` (10¹²
+credits), for the least capacity-seconds, one part per million for one millisecond (10⁻⁹). So no valid book
+can make a cycle raise, and a price the operator configured absurdly high is brought down to it.
 """
 
 from __future__ import annotations
@@ -37,12 +44,17 @@ from typing import Literal
 import numpy as np
 from numpy.typing import NDArray
 
+from syntropism.domain.economy import MAX_AMOUNT_MICROS
 from syntropism.domain.models import MICROS_PER_CREDIT, Resource, ResourceBundle, from_micros, to_micros
 
 RESOURCES: tuple[Resource, ...] = tuple(Resource)
 PPM = 1_000_000  # capacity fractions are stored in parts per million
 CAPACITY_PPM = np.full(len(RESOURCES), PPM, dtype=np.int64)  # every resource's supply is 1.0 (100 %)
 PRICE_PLACES = Decimal("1e-12")
+PRICE_SCALE = 10**12  # published prices are whole multiples of 10⁻¹²
+MAX_PRICE_EXACT = Fraction(MAX_AMOUNT_MICROS, MICROS_PER_CREDIT) / (Fraction(1, PPM) * Fraction(1, 1000))
+MAX_PRICE = Decimal(MAX_PRICE_EXACT.numerator)  # 10²¹: the amount limit over 1 ppm × 1 ms (see the module doc)
+assert MAX_PRICE_EXACT.denominator == 1
 Mechanism = Literal["first_price", "critical_value"]
 FIRST_PRICE: Mechanism = "first_price"
 CRITICAL_VALUE: Mechanism = "critical_value"
@@ -211,9 +223,26 @@ def _critical_payment(
     return min(reserve, int(amounts[winner]))
 
 
-def _reserve_micros(row_demand: NDArray[np.int64], duration_ms: int, floor: Decimal) -> int:
+def _reserve_micros(row_demand: NDArray[np.int64], duration_ms: int, floor: Fraction) -> int:
     capacity_seconds = Fraction(int(row_demand.sum()), PPM) * Fraction(duration_ms, 1000)
-    return max(1, int(capacity_seconds * Fraction(floor) * MICROS_PER_CREDIT))
+    return max(1, int(capacity_seconds * floor * MICROS_PER_CREDIT))
+
+
+def _bounded(price: Decimal, what: str) -> Decimal:
+    """A given price (or floor) held within [0, MAX_PRICE]; compared as a Decimal, so that even ``9e999999``
+    costs nothing to bring down."""
+    price = Decimal(price)
+    if not price.is_finite():
+        raise ValueError(f"{what} must be a finite number, got {price}")
+    return min(max(price, Decimal(0)), MAX_PRICE)
+
+
+def published_price(exact: Fraction, floor: Decimal) -> Decimal:
+    """``exact`` held within [floor, MAX_PRICE] and rounded half-even to 10⁻¹², exactly (no decimal context,
+    so nothing to overflow); ``floor`` itself where rounding would take it below (a floor finer than 10⁻¹²)."""
+    bounded = min(max(exact, Fraction(floor)), MAX_PRICE_EXACT)
+    price = Decimal(f"{round(bounded * PRICE_SCALE)}e-12")
+    return price if price >= floor else floor
 
 
 def discover_prices(
@@ -227,7 +256,8 @@ def discover_prices(
     """New exact prices per resource, and the capacity-seconds won (DESIGN §3.6)."""
     credits = dict.fromkeys(RESOURCES, Fraction(0))
     volume = dict.fromkeys(RESOURCES, Fraction(0))
-    previous = {r: Fraction(previous_prices[r]) for r in RESOURCES}
+    previous = {r: Fraction(_bounded(previous_prices[r], f"previous price of {r.value}")) for r in RESOURCES}
+    lowest = Fraction(_bounded(floor, "price floor"))
     for winner in winners:
         seconds = Fraction(int(book.duration_ms[winner.index]), 1000)
         capacity_seconds = {
@@ -247,7 +277,7 @@ def discover_prices(
         if volume[r]:
             prices[r] = credits[r] / volume[r]
         else:
-            prices[r] = max(Fraction(floor), previous[r] * Fraction(decay))
+            prices[r] = max(lowest, previous[r] * Fraction(decay))
     return prices, volume
 
 
@@ -269,6 +299,8 @@ def clear_market(
     missing = [r.value for r in RESOURCES if r not in previous_prices]
     if missing:
         raise ValueError(f"previous prices missing for {', '.join(missing)}")
+    lowest = _bounded(floor, "price floor")
+    reserve_price = Fraction(lowest)
 
     order = allocation_order(bids)
     demand = bids.demand[order]
@@ -282,7 +314,7 @@ def clear_market(
         row = int(order[position])
         payment = int(amounts[position])
         if mechanism == CRITICAL_VALUE:
-            reserve = _reserve_micros(demand[position], int(bids.duration_ms[row]), floor)
+            reserve = _reserve_micros(demand[position], int(bids.duration_ms[row]), reserve_price)
             payment = _critical_payment(demand, amounts, position, start - taken, reserve)
         taken += demand[position]
         winners.append(Winner(str(bids.ids[row]), from_micros(int(amounts[position])), from_micros(payment), row))
@@ -298,7 +330,7 @@ def clear_market(
         loser_blocked_by=blocked[lost],
         loser_available_ppm=available[lost],
         utilization={r: Decimal(int(used[i])) / PPM for i, r in enumerate(RESOURCES)},
-        prices={r: (Decimal(p.numerator) / Decimal(p.denominator)).quantize(PRICE_PLACES) for r, p in exact.items()},
+        prices={r: published_price(p, lowest) for r, p in exact.items()},
         exact_prices=exact,
         volume=volume,
         previous_prices=dict(previous_prices),

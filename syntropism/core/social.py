@@ -1,11 +1,12 @@
 """Agents among agents: messages, spawning children, and death by poverty (DESIGN §5, §6).
 
 - A message commits with its ``social.message_sent`` event. An inbox shows the messages not yet delivered to an
-  earlier execution of the recipient: each message is read by one execution (repeated reads within it return
-  it again), so an agent sees what arrived since its last execution.
+  earlier execution of the recipient, a page at a time: each message is read by one execution (repeated reads
+  within it return it again; ``social.messages_delivered`` records the hand-over), so an agent sees what arrived
+  since its last execution. Messages are bounded: so many per execution, so many waiting per recipient.
 - Spawning registers a child agent (``agent.spawned``) whose workspace is a copy of a file or folder from the
-  parent's workspace, funded by a transfer from the parent, all in one transaction. The child is dormant until a
-  bid for it wins.
+  parent's workspace (links and special files left out, size bounded), funded by a transfer from the parent, in
+  one transaction; the copy itself is made before it. The child is dormant until a bid for it wins.
 - A dormant agent with no credits (available + locked) past ``dormant_grace_seconds`` dies: its workspace is
   archived (and kept), ``agent.died`` is recorded, and no bid can be placed by or for it again.
 """
@@ -13,7 +14,6 @@
 from __future__ import annotations
 
 import logging
-import shutil
 import tarfile
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -21,25 +21,35 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import func, select, update
+from sqlalchemy import func, or_, select, update
 from sqlalchemy.orm import Session
 
 from syntropism.config import Settings
+from syntropism.core.lifecycle import LIVE_EXECUTIONS
 from syntropism.domain import economy
 from syntropism.domain.errors import Refused
-from syntropism.domain.events import AgentDied, AgentDiedData, MessageSent, MessageSentData
+from syntropism.domain.events import (
+    AgentDied,
+    AgentDiedData,
+    MessagesDelivered,
+    MessagesDeliveredData,
+    MessageSent,
+    MessageSentData,
+)
+from syntropism.domain.identity import agent_key, check_agent_id, operator_key
 from syntropism.domain.models import from_micros, time_ordered_id
 from syntropism.infra.agents import register_agent
 from syntropism.infra.database import Database
 from syntropism.infra.hot_sql import TRANSFERS
 from syntropism.infra.ledger import Receipt, apply
 from syntropism.infra.outbox import record_event
-from syntropism.infra.tables import Account, Agent, Message, utcnow
+from syntropism.infra.tables import Account, Agent, Bid, Execution, Message, utcnow
+from syntropism.infra.workspaces import Budget, WorkspaceRefused, Workspaces, plain_parts
 
 log = logging.getLogger(__name__)
 
 MAX_MESSAGE_CHARS = 20_000
-MAX_SPAWN_BYTES = 64 * 2**20  # what a child may inherit from its parent's workspace
+SWEEP_BATCH = 500  # agents buried per sweep at most: bounded statements and archive work
 
 
 class SocialError(Refused):
@@ -65,19 +75,36 @@ class Spawned:
     replayed: bool = False
 
 
+@dataclass(frozen=True)
+class InboxPage:
+    messages: list[SentMessage]
+    next_after: str | None  # pass as ``after`` for the next page; None when nothing more waits
+
+
 class SocialService:
-    def __init__(self, database: Database, settings: Settings) -> None:
+    def __init__(self, database: Database, settings: Settings, workspaces: Workspaces | None = None) -> None:
         self.database = database
         self.settings = settings
+        self.workspaces = workspaces or Workspaces(settings.effective_workspace_root, settings.state_dir / "archive")
 
     def workspace_of(self, agent_id: str) -> Path:
-        return (self.settings.effective_workspace_root / agent_id).resolve()
+        return self.workspaces.path_of(agent_id)
 
     # --- messages -------------------------------------------------------------------------------------------
 
-    def send(self, from_agent: str, to_agent: str, body: str, *, idempotency_key: str) -> SentMessage:
+    def send(
+        self, from_agent: str, to_agent: str, body: str, *, idempotency_key: str, execution_id: str | None = None
+    ) -> SentMessage:
+        """Send a message. An execution may send ``messages_per_execution`` of them, and a recipient may have
+        ``inbox_max_undelivered`` waiting: a message costs the system a row and an event, so it is bounded."""
         if not body or len(body) > MAX_MESSAGE_CHARS:
             raise SocialError("invalid_message", f"a message is 1 to {MAX_MESSAGE_CHARS} characters")
+        with self.database.reader() as session:  # refuse a flood before it takes the write lock
+            sent = select(Message.id).where(
+                Message.from_agent_id == from_agent, Message.idempotency_key == idempotency_key
+            )
+            if session.scalar(sent) is None:
+                self._check_message_bounds(session, to_agent, execution_id)
         with self.database.transaction() as session:
             existing = session.scalars(
                 select(Message).where(Message.from_agent_id == from_agent, Message.idempotency_key == idempotency_key)
@@ -93,6 +120,7 @@ class SocialService:
                 raise SocialError("unknown_agent", f"no such agent: {to_agent}")
             if recipient.status == "died":
                 raise SocialError("agent_dead", f"{to_agent} has died and reads no messages")
+            self._check_message_bounds(session, to_agent, execution_id)
             message = Message(
                 id=time_ordered_id(),
                 from_agent_id=from_agent,
@@ -100,6 +128,7 @@ class SocialService:
                 body=body,
                 idempotency_key=idempotency_key,
                 created_at=utcnow(),
+                sent_execution_id=execution_id,
             )
             session.add(message)
             record_event(
@@ -111,20 +140,64 @@ class SocialService:
             )
             return _sent(message)
 
-    def inbox(self, agent_id: str, execution_id: str) -> list[SentMessage]:
-        """The messages this execution reads: those not delivered to an earlier one, oldest first."""
-        with self.database.transaction() as session:
-            session.execute(
-                update(Message)
-                .where(Message.to_agent_id == agent_id, Message.delivered_execution_id.is_(None))
-                .values(delivered_execution_id=execution_id)
+    def _check_message_bounds(self, session: Session, to_agent: str, execution_id: str | None) -> None:
+        quota = self.settings.messages_per_execution
+        if execution_id is not None:
+            sent = session.scalar(select(func.count()).where(Message.sent_execution_id == execution_id))
+            if sent >= quota:
+                raise SocialError("quota_exceeded", f"this execution has sent its {quota} messages")
+        waiting = session.scalar(
+            select(func.count()).where(Message.to_agent_id == to_agent, Message.delivered_execution_id.is_(None))
+        )
+        if waiting >= self.settings.inbox_max_undelivered:
+            raise SocialError(
+                "inbox_full", f"{to_agent} has {waiting} unread messages waiting; it reads them when it next runs"
             )
-            messages = session.scalars(
-                select(Message)
-                .where(Message.to_agent_id == agent_id, Message.delivered_execution_id == execution_id)
-                .order_by(Message.created_at, Message.id)
-            ).all()
-            return [_sent(m) for m in messages]
+
+    def inbox(
+        self, agent_id: str, execution_id: str, *, after: str | None = None, limit: int | None = None
+    ) -> InboxPage:
+        """One page of the messages this execution reads, oldest first: those delivered to it already (repeated
+        reads return them again) and, to fill the page, the oldest not yet delivered to any execution, which
+        become its (``social.messages_delivered``)."""
+        limit = min(limit or self.settings.inbox_page_size, self.settings.inbox_page_size)
+        mine = (Message.to_agent_id == agent_id) & (Message.delivered_execution_id == execution_id)
+        if after is not None:
+            mine = mine & (Message.id > after)
+        with self.database.transaction() as session:
+            delivered = session.scalar(select(func.count()).where(mine))
+            if delivered < limit:
+                self._deliver(session, agent_id, execution_id, limit - delivered)
+            messages = session.scalars(select(Message).where(mine).order_by(Message.id).limit(limit + 1)).all()
+            more = len(messages) > limit or session.scalar(
+                select(Message.id)
+                .where(Message.to_agent_id == agent_id, Message.delivered_execution_id.is_(None))
+                .limit(1)
+            )
+            page = [_sent(m) for m in messages[:limit]]
+            return InboxPage(page, page[-1].message_id if more and page else None)
+
+    def _deliver(self, session: Session, agent_id: str, execution_id: str, count: int) -> None:
+        oldest = (
+            select(Message.id)
+            .where(Message.to_agent_id == agent_id, Message.delivered_execution_id.is_(None))
+            .order_by(Message.id)
+            .limit(count)
+        )
+        claimed = session.scalars(
+            update(Message)
+            .where(Message.id.in_(oldest.scalar_subquery()), Message.delivered_execution_id.is_(None))
+            .values(delivered_execution_id=execution_id)
+            .returning(Message.id)
+        ).all()
+        if claimed:
+            record_event(
+                session,
+                MessagesDelivered(
+                    agent_id=agent_id,
+                    data=MessagesDeliveredData(execution_id=execution_id, message_ids=sorted(claimed)),
+                ),
+            )
 
     # --- spawning -------------------------------------------------------------------------------------------
 
@@ -138,28 +211,63 @@ class SocialService:
         funds: Any,
         idempotency_key: str,
         name: str | None = None,
+        execution_id: str | None = None,
     ) -> Spawned:
-        """A child agent from ``source`` (a file or folder in the parent's workspace), funded by the parent."""
+        """A child agent from ``source`` (a file or folder in the parent's workspace), funded by the parent.
+
+        The copy is made first, into a staging folder and outside any transaction (no links followed, within
+        ``spawn_max_bytes``); then one transaction registers the child, funds it and renames the copy into place."""
+        check_agent_id(child_id)
         amount = economy.parse_amount(funds, "funds") if funds not in (0, "0") else 0
-        funding_key = f"spawn:{parent_id}:{idempotency_key}"
-        with self.database.transaction() as session:
+        funding_key = agent_key(parent_id, "spawn", idempotency_key)
+        with self.database.reader() as session:
             replay = self._replayed_spawn(session, parent_id, child_id, funding_key, amount)
-            if replay is not None:
-                return replay
-            origin = self._source_path(parent_id, source)
-            if not (origin / entry_point if origin.is_dir() else origin).is_file():
-                raise SocialError("invalid_spawn", f"entry point {entry_point!r} is not in {source!r}")
-            register_agent(session, child_id, name=name, entry_point=entry_point, parent_id=parent_id)
-            receipt: Receipt | None = None
-            if amount:
-                receipt = apply(
-                    session,
-                    economy.transfer(
-                        parent_id, child_id, from_micros(amount), idempotency_key=funding_key, purpose="spawn"
-                    ),
-                )
-            self._copy_workspace(origin, child_id, entry_point)
-            return Spawned(child_id, parent_id, from_micros(amount), receipt.transfer_id if receipt else None)
+        if replay is not None:
+            return replay
+        if execution_id is not None:
+            self._check_spawn_quota(parent_id, execution_id)
+        budget = Budget(self.settings.spawn_max_bytes, self.settings.workspace_max_entries)
+        try:
+            staged = self.workspaces.stage_copy(parent_id, source, entry_point, budget)
+        except WorkspaceRefused as refused:
+            raise SocialError("invalid_spawn", refused.detail) from None
+        installed = False
+        try:
+            with self.database.transaction() as session:
+                replay = self._replayed_spawn(session, parent_id, child_id, funding_key, amount)
+                if replay is not None:
+                    return replay
+                register_agent(session, child_id, name=name, entry_point=entry_point, parent_id=parent_id)
+                receipt: Receipt | None = None
+                if amount:
+                    receipt = apply(
+                        session,
+                        economy.transfer(
+                            parent_id, child_id, from_micros(amount), idempotency_key=funding_key, purpose="spawn"
+                        ),
+                    )
+                self.workspaces.install(staged, child_id)  # a rename, not a copy: quick inside the transaction
+                installed = True
+                return Spawned(child_id, parent_id, from_micros(amount), receipt.transfer_id if receipt else None)
+        except BaseException:
+            if installed:
+                self.workspaces.remove(child_id)  # the registration did not commit
+            raise
+        finally:
+            if not installed:
+                self.workspaces.discard(staged)
+
+    def _check_spawn_quota(self, parent_id: str, execution_id: str) -> None:
+        """An execution may spawn ``spawns_per_execution`` children: each costs a workspace on the host."""
+        quota = self.settings.spawns_per_execution
+        with self.database.reader() as session:
+            started = session.scalar(select(Execution.started_at).where(Execution.id == execution_id))
+            query = select(func.count()).where(Agent.parent_id == parent_id)
+            if started is not None:
+                query = query.where(Agent.created_at >= started)
+            spawned = session.scalar(query)
+        if spawned >= quota:
+            raise SocialError("quota_exceeded", f"this execution has spawned its {quota} children")
 
     def _replayed_spawn(
         self, session: Session, parent_id: str, child_id: str, funding_key: str, amount: int
@@ -178,58 +286,66 @@ class SocialService:
             raise SocialError("agent_exists", f"agent {child_id} already exists")
         return Spawned(child_id, parent_id, from_micros(amount), funding.id if funding else None, replayed=True)
 
-    def _source_path(self, parent_id: str, source: str) -> Path:
-        workspace = self.workspace_of(parent_id)
-        try:
-            origin = (workspace / source).resolve()
-            exists = origin.exists()
-        except OSError:  # a name the filesystem refuses (too long, …) names nothing
-            exists = False
-        if exists and not origin.is_relative_to(workspace):
-            raise SocialError("invalid_spawn", f"source {source[:200]!r} lies outside the caller's workspace")
-        if not exists:
-            raise SocialError("invalid_spawn", f"source {source[:200]!r} does not exist in the caller's workspace")
-        size = (
-            sum(p.stat().st_size for p in origin.rglob("*") if p.is_file())
-            if origin.is_dir()
-            else origin.stat().st_size
-        )
-        if size > MAX_SPAWN_BYTES:
-            raise SocialError("invalid_spawn", f"source {source!r} holds {size} bytes, over {MAX_SPAWN_BYTES}")
-        return origin
+    # --- creation by the operator ---------------------------------------------------------------------------
 
-    def _copy_workspace(self, origin: Path, child_id: str, entry_point: str) -> None:
-        target = self.workspace_of(child_id)
-        if origin.is_dir():
-            shutil.copytree(origin, target, dirs_exist_ok=True, symlinks=True)
-        else:
-            target.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(origin, target / entry_point)
-        (target / "state.json").write_text("{}\n")  # a child starts with its own, empty state
+    def create_agent(
+        self, agent_id: str, *, name: str | None, files: dict[str, str], entry_point: str, grant_micros: int
+    ) -> None:
+        """An agent the operator adds, with its code: files staged first, then registered, granted and put in
+        place in one transaction."""
+        check_agent_id(agent_id)
+        plain_parts(entry_point, "entry point")
+        staged = self.workspaces.stage_files({path: content.encode() for path, content in files.items()})
+        installed = False
+        try:
+            with self.database.transaction() as session:
+                register_agent(
+                    session, agent_id, name=name, entry_point=entry_point, initial_grant=from_micros(grant_micros)
+                )
+                if grant_micros:
+                    apply(
+                        session,
+                        economy.grant(
+                            agent_id, from_micros(grant_micros), idempotency_key=operator_key("create", agent_id)
+                        ),
+                    )
+                self.workspaces.install(staged, agent_id)
+                installed = True
+        except BaseException:
+            if installed:
+                self.workspaces.remove(agent_id)
+            raise
+        finally:
+            if not installed:
+                self.workspaces.discard(staged)
 
     # --- death ----------------------------------------------------------------------------------------------
 
     def bury_the_destitute(self, now: datetime | None = None) -> list[str]:
-        """Agents dormant with no credits for longer than the grace period die; returns their ids."""
+        """Agents dormant with no credits for longer than the grace period die; returns their ids.
+
+        An agent with an execution allocated or running, or a pending bid by or for it, is not dormant in fact
+        and is spared. Archives are written first, outside the transaction; the transaction checks each
+        candidate again (under lock) and the archives of those spared meanwhile are removed."""
         now = now or utcnow()
         cutoff = now - timedelta(seconds=self.settings.dormant_grace_seconds)
-        balance = func.sum(Account.credits_micros - Account.debits_micros)
+        with self.database.reader() as session:
+            candidates = self._destitute(session, cutoff)[:SWEEP_BATCH]  # the rest at the next sweep
+        archives: dict[str, Path | None] = {}
+        for agent_id in candidates:
+            try:
+                archives[agent_id] = self.workspaces.archive(agent_id, now)
+            except (OSError, tarfile.TarError):
+                log.exception("could not archive the workspace of %s; it dies at a later sweep", agent_id)
+        if not archives:
+            return []
+        died: list[str] = []
         with self.database.transaction() as session:
-            candidates = (
-                session.execute(
-                    select(Agent.id)
-                    .join(Account, Account.agent_id == Agent.id)
-                    .where(Agent.status == "dormant", Agent.status_changed_at <= cutoff)
-                    .group_by(Agent.id)
-                    .having(balance <= 0)
-                )
-                .scalars()
-                .all()
-            )
-            died = []
-            for agent_id in candidates:
+            confirmed = set(self._destitute(session, cutoff, among=list(archives), lock=True))
+            for agent_id, archive in archives.items():
+                if agent_id not in confirmed:
+                    continue
                 agent = session.get_one(Agent, agent_id)
-                archive = self._archive(agent_id, now)
                 agent.status, agent.status_changed_at = "died", now
                 record_event(
                     session,
@@ -242,20 +358,36 @@ class SocialService:
                     ),
                 )
                 died.append(agent_id)
+        for agent_id, archive in archives.items():
+            if agent_id not in died and archive is not None:
+                self.workspaces.discard_archive(archive)
         for agent_id in died:
             log.info("agent %s died: dormant and without credits past the grace period", agent_id)
         return died
 
-    def _archive(self, agent_id: str, now: datetime) -> Path | None:
-        """A tar.gz of the workspace under ``state/archive/`` (the workspace itself is kept)."""
-        workspace = self.workspace_of(agent_id)
-        if not workspace.exists():
-            return None
-        archive = self.settings.state_dir / "archive" / f"{agent_id}-{now:%Y%m%dT%H%M%S}.tar.gz"
-        archive.parent.mkdir(parents=True, exist_ok=True)
-        with tarfile.open(archive, "w:gz") as tar:
-            tar.add(workspace, arcname=agent_id)
-        return archive.resolve()
+    def _destitute(
+        self, session: Session, cutoff: datetime, *, among: list[str] | None = None, lock: bool = False
+    ) -> list[str]:
+        """Dormant since before ``cutoff``, no credits, nothing allocated or running, no pending bid by or for it."""
+        balance = func.sum(Account.credits_micros - Account.debits_micros)
+        live = select(Execution.id).where(Execution.agent_id == Agent.id, Execution.status.in_(LIVE_EXECUTIONS))
+        pending = select(Bid.id).where(
+            Bid.status == "pending", or_(Bid.on_behalf_of == Agent.id, Bid.agent_id == Agent.id)
+        )
+        query = (
+            select(Agent.id)
+            .join(Account, Account.agent_id == Agent.id)
+            .where(Agent.status == "dormant", Agent.status_changed_at <= cutoff, ~live.exists(), ~pending.exists())
+            .group_by(Agent.id)
+            .having(balance <= 0)
+        )
+        if among is not None:
+            if lock and self.database.backend != "sqlite":  # SQLite's BEGIN IMMEDIATE holds every row already
+                session.execute(
+                    select(Account.id).where(Account.agent_id.in_(among)).order_by(Account.id).with_for_update()
+                )
+            query = query.where(Agent.id.in_(among))
+        return list(session.scalars(query).all())
 
 
 def _sent(message: Message, *, replayed: bool = False) -> SentMessage:

@@ -17,9 +17,10 @@ by construction and the invariant Σ available + Σ locked + burned = minted hol
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from decimal import ROUND_HALF_EVEN, Decimal, InvalidOperation
+from decimal import ROUND_HALF_EVEN, Decimal
 from enum import StrEnum
 from typing import Any
 
@@ -34,12 +35,20 @@ from syntropism.domain.events import (
     RewardIssued,
     UnlockReason,
 )
-from syntropism.domain.models import MICROS_PER_CREDIT, from_micros
+from syntropism.domain.models import (
+    MAX_CREDITS_TEXT,
+    MICROS_PER_CREDIT,
+    AmountTooLarge,
+    from_micros,
+    micros_of_digits,
+    to_micros,
+)
 
 SYSTEM_BURN = "system:burn"
 SYSTEM_MINT = "system:mint"
 MAX_AMOUNT_MICROS = 10**12 * MICROS_PER_CREDIT  # one trillion credits in a single operation
 MAX_POSTINGS_MICROS = 2**63 - 1  # an account's posting totals are 64-bit
+MAX_JOURNAL_SEQ = 2**63 - 1  # journal entries are numbered by a 64-bit sequence
 MAX_KEY_LENGTH = 200
 MAX_SCORE = 10
 
@@ -69,25 +78,64 @@ class LedgerError(Refused):
         return self.reason
 
 
+_DECIMAL_TEXT = re.compile(r"([+-]?)([0-9]*)(?:\.([0-9]*))?(?:[eE]([+-]?[0-9]+))?")
+_NOT_FINITE = frozenset({"nan", "snan", "inf", "infinity"})
+
+
+def _shown(value: Any) -> str:
+    """``value`` for an error message, cut short: a refusal must not echo a huge number back."""
+    if isinstance(value, int) and value.bit_length() > 256:
+        return f"(an integer of {value.bit_length()} bits)"
+    text = str(value)
+    return text if len(text) <= 40 else f"{text[:24]}…{text[-8:]} ({len(text)} characters)"
+
+
 def parse_amount(value: Any, what: str = "amount") -> int:
-    """A positive credit amount as integer micro-credits; binary floats are refused, never rounded."""
+    """A positive credit amount as integer micro-credits, computed exactly; anything else is refused, never rounded.
+
+    Accepts an int, a Decimal or a plain decimal string of at most MAX_CREDITS_TEXT ASCII characters (``"12.5"``,
+    ``"1e3"``); refuses binary floats, booleans, NaN and infinities, zero and negatives, anything that is not a
+    whole number of micro-credits however many digits it has (``"0.99999999999999999999999999999"`` is not 1),
+    and anything above MAX_AMOUNT_MICROS however large its exponent (``"9e999999"``).
+    """
     if isinstance(value, bool) or not isinstance(value, Decimal | int | str):
         kind = type(value).__name__
         raise LedgerError("invalid_amount", f"{what} must be a Decimal, an int or a decimal string, not {kind}")
     try:
-        amount = Decimal(value)
-    except InvalidOperation:
-        raise LedgerError("invalid_amount", f"{what} {value!r} is not a number") from None
-    if not amount.is_finite():
-        raise LedgerError("invalid_amount", f"{what} must be finite, got {value}")
-    if amount <= 0:
-        raise LedgerError("invalid_amount", f"{what} must be positive, got {value}")
-    micros = amount * MICROS_PER_CREDIT
-    if micros != micros.to_integral_value():
-        raise LedgerError("invalid_amount", f"{what} {value} has more than 6 decimal places")
-    if micros > MAX_AMOUNT_MICROS:
-        raise LedgerError("amount_too_large", f"{what} {value} exceeds the limit of {from_micros(MAX_AMOUNT_MICROS)}")
-    return int(micros)
+        if isinstance(value, str):
+            micros = _text_micros(value, what)
+        elif isinstance(value, int):
+            micros = to_micros(value, limit=MAX_AMOUNT_MICROS) if value > 0 else 0
+        else:
+            if not value.is_finite():
+                raise LedgerError("invalid_amount", f"{what} must be finite, got {value}")
+            micros = to_micros(value, limit=MAX_AMOUNT_MICROS) if value > 0 else 0
+    except LedgerError:
+        raise
+    except AmountTooLarge:
+        raise LedgerError(
+            "amount_too_large", f"{what} {_shown(value)} exceeds the limit of {from_micros(MAX_AMOUNT_MICROS)}"
+        ) from None
+    except ValueError:
+        raise LedgerError("invalid_amount", f"{what} {_shown(value)} has more than 6 decimal places") from None
+    if micros <= 0:
+        raise LedgerError("invalid_amount", f"{what} must be positive, got {_shown(value)}")
+    return micros
+
+
+def _text_micros(text: str, what: str) -> int:
+    """A decimal string's micro-credits (ValueError/AmountTooLarge as :func:`to_micros`); 0 if not positive."""
+    if len(text) > MAX_CREDITS_TEXT:
+        raise LedgerError("invalid_amount", f"{what} must be at most {MAX_CREDITS_TEXT} characters, got {len(text)}")
+    match = _DECIMAL_TEXT.fullmatch(text)
+    if match is None or not (match[2] or match[3]):
+        if text.strip().lstrip("+-").lower() in _NOT_FINITE:
+            raise LedgerError("invalid_amount", f"{what} must be finite, got {text}")
+        raise LedgerError("invalid_amount", f"{what} {_shown(text)!r} is not a number (write it like 12.5 or 1e3)")
+    sign, whole, fraction, exponent = match[1], match[2], match[3] or "", match[4] or "0"
+    if sign == "-":
+        return 0
+    return micros_of_digits(False, whole + fraction, int(exponent) - len(fraction), limit=MAX_AMOUNT_MICROS)
 
 
 def _check_id(value: Any, what: str) -> str:

@@ -160,6 +160,9 @@ class BidRejectedData(Payload):
     bundle: ResourceBundle | None = None
     amount: Credits | None = None
     on_behalf_of: Id | None = None
+    unrecorded_before: NonNegativeInt = Field(
+        0, description="Rejections of this bidder since its last recorded one that were counted, not recorded"
+    )
 
 
 class BidCancelledData(Payload):
@@ -257,6 +260,7 @@ class TerminationReason(StrEnum):
     MEMORY_EXCEEDED = "memory_exceeded"
     TIMEOUT = "timeout"
     KILLED = "killed"
+    DISK_EXCEEDED = "disk_exceeded"  # its workspace grew past workspace_max_bytes or workspace_max_entries
     ERROR = "error"
 
 
@@ -347,6 +351,18 @@ class PromptScored(Event):
     data: PromptScoredData
 
 
+class PromptExpiredData(Payload):
+    prompt_id: Id
+    expired_at: AwareDatetime
+
+
+class PromptExpired(Event):
+    """A prompt nobody scored within ``prompt_ttl_seconds``: it can no longer mint."""
+
+    type: Literal["attention.prompt_expired"] = "attention.prompt_expired"
+    data: PromptExpiredData
+
+
 # --- agent -----------------------------------------------------------------------------------------------------
 
 
@@ -407,6 +423,18 @@ class MessageSent(Event):
     data: MessageSentData
 
 
+class MessagesDeliveredData(Payload):
+    execution_id: Id
+    message_ids: list[Id] = Field(min_length=1, max_length=1000)
+
+
+class MessagesDelivered(Event):
+    """Messages handed to an execution's inbox: from now on they are its, and no later execution sees them."""
+
+    type: Literal["social.messages_delivered"] = "social.messages_delivered"
+    data: MessagesDeliveredData
+
+
 # --- registry --------------------------------------------------------------------------------------------------
 
 EVENT_CLASSES: tuple[type[Event], ...] = (
@@ -429,11 +457,13 @@ EVENT_CLASSES: tuple[type[Event], ...] = (
     RequestDenied,
     PromptSubmitted,
     PromptScored,
+    PromptExpired,
     AgentSpawned,
     AgentDormant,
     AgentAwake,
     AgentDied,
     MessageSent,
+    MessagesDelivered,
 )
 
 EVENT_TYPES: dict[str, type[Event]] = {cls.model_fields["type"].default: cls for cls in EVENT_CLASSES}
@@ -458,11 +488,13 @@ AnyEvent = Annotated[
     | RequestDenied
     | PromptSubmitted
     | PromptScored
+    | PromptExpired
     | AgentSpawned
     | AgentDormant
     | AgentAwake
     | AgentDied
-    | MessageSent,
+    | MessageSent
+    | MessagesDelivered,
     Field(discriminator="type"),
 ]
 

@@ -5,19 +5,59 @@ from __future__ import annotations
 import secrets
 import time
 from dataclasses import dataclass
-from decimal import Decimal
+from decimal import MAX_EMAX, MAX_PREC, MIN_EMIN, Context, Decimal
 from enum import StrEnum
-from typing import Annotated
+from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    StrictInt,
+    StrictStr,
+    StringConstraints,
+    ValidatorFunctionWrapHandler,
+    WrapValidator,
+)
+from pydantic_core import PydanticCustomError
 
 MICROS_PER_CREDIT = 1_000_000
+MICRO_PLACES = 6  # a micro-credit is 10⁻⁶ credits
+MAX_MICROS = 2**63 - 1  # micro-credits are stored as 64-bit integers
+MAX_CREDITS_TEXT = 64
+"""The longest credit amount accepted as text: ample for any amount the ledger holds (at most 19 digits of
+micro-credits), short enough that nobody can make the service parse a megabyte-long number."""
 
 Credits = Annotated[
     Decimal,
     Field(allow_inf_nan=False, decimal_places=6, max_digits=24, description="Exact credits, at most 6 decimals."),
 ]
 """Money on the wire: a finite Decimal with micro-credit precision, serialised as a JSON string."""
+
+
+_JSON_KINDS = {bool: "a boolean", float: "a float", type(None): "null", list: "an array", dict: "an object"}
+
+
+def _credits_input(value: Any, handler: ValidatorFunctionWrapHandler) -> Any:
+    if isinstance(value, bool) or not isinstance(value, str | int):
+        raise PydanticCustomError(
+            "invalid_amount",
+            'credits must be a decimal string such as "12.5" or a JSON integer, not {kind}',
+            {"kind": _JSON_KINDS.get(type(value), type(value).__name__)},
+        )
+    if isinstance(value, str) and len(value) > MAX_CREDITS_TEXT:
+        raise PydanticCustomError(
+            "invalid_amount", "credits as text must be at most {limit} characters long", {"limit": MAX_CREDITS_TEXT}
+        )
+    return handler(value)
+
+
+CreditsInput = Annotated[
+    Annotated[StrictStr, StringConstraints(max_length=MAX_CREDITS_TEXT)] | StrictInt, WrapValidator(_credits_input)
+]
+"""Credits as a client sends them: a decimal string (at most :data:`MAX_CREDITS_TEXT` characters) or an integer,
+never a float nor a boolean (no lax coercion: ``2.0`` and ``true`` are refused). Whether it is a valid amount is
+the ledger's to say (:func:`syntropism.domain.economy.parse_amount`)."""
 
 Fraction = Annotated[
     Decimal, Field(ge=0, le=1, allow_inf_nan=False, decimal_places=6, description="Share of capacity, 0.0–1.0.")
@@ -81,12 +121,57 @@ def time_ordered_id() -> str:
     return f"{time.time_ns() // 1_000_000:012x}{secrets.randbits(80):020x}"
 
 
-def to_micros(amount: Decimal) -> int:
-    """Credits to integer micro-credits, the ledger's storage unit; refuses anything not exactly representable."""
-    micros = amount * MICROS_PER_CREDIT
-    if not micros.is_finite() or micros != micros.to_integral_value():
+class AmountTooLarge(ValueError):
+    """An amount beyond what the caller allows (by default beyond a 64-bit count of micro-credits)."""
+
+
+def micros_of_digits(negative: bool, digits: str, exponent: int, *, limit: int = MAX_MICROS) -> int:
+    """The exact micro-credits of ±``digits`` × 10^``exponent`` (``digits`` ASCII 0–9), with no rounding and no
+    decimal context: ValueError if it is not a whole number of micro-credits, :class:`AmountTooLarge` if its
+    magnitude exceeds ``limit``. The work is bounded by the number of digits, whatever the exponent."""
+    significant = digits.lstrip("0")
+    if not significant:
+        return 0
+    trimmed = significant.rstrip("0")
+    shift = exponent + len(significant) - len(trimmed) + MICRO_PLACES  # micros = trimmed × 10^shift
+    if shift < 0:
+        raise ValueError(f"more than {MICRO_PLACES} decimal places: not a whole number of micro-credits")
+    if len(trimmed) + shift > len(str(limit)):  # more digits than the limit has: larger, whatever they are
+        raise AmountTooLarge(f"larger than {limit} micro-credits")
+    micros = int(trimmed) * 10**shift
+    if micros > limit:
+        raise AmountTooLarge(f"larger than {limit} micro-credits")
+    return -micros if negative else micros
+
+
+_EXACT = Context(prec=MAX_PREC, Emax=MAX_EMAX, Emin=MIN_EMIN, traps=[])
+"""Arithmetic that never rounds: scaling by 10⁶ in it is exact whatever the digits (an exponent past the
+largest representable one gives Infinity, which is then refused as too large)."""
+
+
+def to_micros(amount: Decimal | int, *, limit: int = MAX_MICROS) -> int:
+    """Credits to integer micro-credits, the ledger's storage unit, computed exactly (never in the 28-digit
+    default context, which would round ``0.99999999999999999999999999999`` to 1): ValueError unless ``amount``
+    is a finite whole number of micro-credits, and :class:`AmountTooLarge` (a ValueError) if its magnitude
+    exceeds ``limit``. The work is bounded whatever the exponent (``9e999999``, ``1e-1000000000``)."""
+    if isinstance(amount, int) and not isinstance(amount, bool):
+        micros = amount * MICROS_PER_CREDIT
+        if abs(micros) > limit:
+            raise AmountTooLarge(f"larger than {limit} micro-credits")
+        return micros
+    if not isinstance(amount, Decimal) or not amount.is_finite():
+        raise ValueError(f"{amount!r} is not a whole number of micro-credits")
+    scaled = amount.scaleb(MICRO_PLACES, _EXACT)
+    if not scaled.is_finite():
+        raise AmountTooLarge(f"larger than {limit} micro-credits")
+    if scaled.copy_abs() > limit:  # checked before any int is built from it; a fraction is still a fraction
+        if scaled != scaled.to_integral_value(context=_EXACT):
+            raise ValueError(f"{amount} is not a whole number of micro-credits")
+        raise AmountTooLarge(f"larger than {limit} micro-credits")
+    micros = int(scaled)  # truncates, exactly
+    if micros != scaled:
         raise ValueError(f"{amount} is not a whole number of micro-credits")
-    return int(micros)
+    return micros
 
 
 def credits_text(amount: Decimal) -> str:
@@ -95,4 +180,5 @@ def credits_text(amount: Decimal) -> str:
 
 
 def from_micros(micros: int) -> Decimal:
-    return (Decimal(micros) / MICROS_PER_CREDIT).quantize(Decimal("0.000001"))
+    """Micro-credits to credits with exactly 6 decimal places (``1`` → ``Decimal("0.000001")``), for any int."""
+    return Decimal(f"{int(micros)}e-{MICRO_PLACES}")  # exact: a Decimal built from text is never rounded

@@ -11,6 +11,7 @@ from sqlalchemy.orm import Session
 
 from syntropism.domain.economy import LedgerError
 from syntropism.domain.events import AgentSpawned, AgentSpawnedData
+from syntropism.domain.identity import check_agent_id
 from syntropism.domain.models import from_micros
 from syntropism.infra.ledger import open_accounts
 from syntropism.infra.outbox import record_event
@@ -27,8 +28,7 @@ def register_agent(
     initial_grant: Decimal = Decimal(0),
 ) -> Agent:
     """Create an agent with empty accounts and record agent.spawned; funding it is a separate ledger grant."""
-    if not agent_id or ":" in agent_id or len(agent_id) > 128:
-        raise LedgerError("invalid_input", f"agent id {agent_id!r} must be 1–128 characters without ':'")
+    check_agent_id(agent_id)  # a plain, unreserved name: it becomes a folder, account names and key scopes
     if session.get(Agent, agent_id) is not None:
         raise LedgerError("agent_exists", f"agent {agent_id} already exists")
     agent = Agent(id=agent_id, name=name or agent_id, entry_point=entry_point, parent_id=parent_id)

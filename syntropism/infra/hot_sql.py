@@ -84,6 +84,9 @@ class HotSql:
             f"WHERE id IN ({self.placeholders(count)}){lock}"
         )
 
+    def select_dead_agents(self, count: int) -> str:
+        return f"SELECT id FROM agents WHERE status = 'died' AND id IN ({self.placeholders(count)})"
+
     def select_transfers_by_key(self, count: int) -> str:
         """The journal rows for some idempotency keys, columns in :data:`TRANSFER_COLUMNS` order."""
         return (

@@ -13,7 +13,7 @@ they share an fsync, as TigerBeetle batches transfers.
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
@@ -24,6 +24,7 @@ from sqlalchemy import Connection, PoolProxiedConnection, Row, bindparam, func, 
 from sqlalchemy.orm import Session
 
 from syntropism.domain.economy import (
+    MAX_JOURNAL_SEQ,
     SYSTEM_BURN,
     SYSTEM_MINT,
     AccountState,
@@ -149,13 +150,16 @@ def apply_batch_raw(dbapi_connection: Any, sql: HotSql, requests: Sequence[Reque
     cursor = dbapi_connection.cursor()
     try:
         keys = list({operation.idempotency_key for operation, _ in requests})
-        cursor.execute(sql.select_transfers_by_key(len(keys)), keys)
         existing: dict[str, Any] = {
-            row["idempotency_key"]: SimpleNamespace(**row) for row in map(sql.transfer_row, cursor.fetchall())
+            row["idempotency_key"]: SimpleNamespace(**row)
+            for row in map(sql.transfer_row, _select_in(cursor, sql.select_transfers_by_key, keys))
         }
         account_ids = sorted({a for op, _ in requests for a in (op.debit_account, op.credit_account)})
-        cursor.execute(sql.select_accounts(len(account_ids)), account_ids)
-        accounts = {row[0]: AccountState(row[0], row[1], row[2], bool(row[3])) for row in cursor.fetchall()}
+        accounts = {
+            row[0]: AccountState(row[0], row[1], row[2], bool(row[3]))
+            for row in _select_in(cursor, sql.select_accounts, account_ids)  # sorted chunks keep one lock order
+        }
+        dead = _dead_recipients(cursor, sql, [op for op, _ in requests])
         now = utcnow()
         stamp = sql.timestamp(now)
         results: list[Receipt | LedgerError] = []
@@ -167,6 +171,8 @@ def apply_batch_raw(dbapi_connection: Any, sql: HotSql, requests: Sequence[Reque
                 if operation.idempotency_key in existing:
                     results.append(_replay(operation, existing[operation.idempotency_key]))
                     continue
+                if operation.credit_account in dead:
+                    raise LedgerError("agent_dead", f"{dead[operation.credit_account]} has died: it takes no credits")
                 posting = post(operation, accounts)
             except LedgerError as error:
                 results.append(error)
@@ -202,6 +208,36 @@ def apply_batch_raw(dbapi_connection: Any, sql: HotSql, requests: Sequence[Reque
         return results
     finally:
         cursor.close()
+
+
+IN_CHUNK = 500  # ids per IN list: far below SQLite's and PostgreSQL's parameter limits, whatever the batch
+
+
+def _select_in(cursor: Any, statement: Callable[[int], str], values: Sequence[Any]) -> list[Any]:
+    """The rows of ``statement(n)`` over ``values``, IN list by IN list of at most :data:`IN_CHUNK`."""
+    rows: list[Any] = []
+    for start in range(0, len(values), IN_CHUNK):
+        chunk = values[start : start + IN_CHUNK]
+        cursor.execute(statement(len(chunk)), chunk)
+        rows.extend(cursor.fetchall())
+    return rows
+
+
+CREDITS_AN_AGENT = (OperationKind.TRANSFER, OperationKind.REWARD, OperationKind.GRANT)
+
+
+def _dead_recipients(cursor: Any, sql: HotSql, operations: Sequence[Operation]) -> dict[str, str]:
+    """Available accounts of dead agents that these operations would credit → the agent: a dead agent's
+    accounts are closed (nothing can be paid, rewarded or granted to it)."""
+    recipients = {
+        op.credit_account: op.credit_account.split(":")[1]
+        for op in operations
+        if op.kind in CREDITS_AN_AGENT and op.credit_account.startswith("agent:")
+    }
+    if not recipients:
+        return {}
+    dead = {row[0] for row in _select_in(cursor, sql.select_dead_agents, sorted(set(recipients.values())))}
+    return {account: agent for account, agent in recipients.items() if agent in dead}
 
 
 def apply(session: Session, operation: Operation) -> Receipt:
@@ -295,6 +331,8 @@ class Ledger:
         """The agent's journal entries, newest first, ``limit`` at a time; page with ``before``."""
         if not 1 <= limit <= 500:
             raise LedgerError("invalid_input", f"limit must be from 1 to 500, got {limit}")
+        if before is not None and before > MAX_JOURNAL_SEQ:  # past every (64-bit) sequence: the newest page
+            before = None  # and no out-of-range integer for the database driver
         accounts = [available_account(agent_id), locked_account(agent_id)]
         with self.database.reader() as session:
             if session.get(Agent, agent_id) is None:

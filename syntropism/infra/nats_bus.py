@@ -16,6 +16,7 @@ import json
 import logging
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from uuid import uuid4
 
 import nats
@@ -279,6 +280,39 @@ class EventBus:
                         return
         finally:
             await subscription.unsubscribe()
+
+    async def stored_ids(self, event_ids: set[str], since: datetime) -> dict[str, int]:
+        """Which of ``event_ids`` the stream already holds (among messages stored since ``since``), with their
+        stream sequence: how a relay tells, past the duplicate window, what a crashed relay had published.
+        Reads headers only."""
+        config = ConsumerConfig(
+            deliver_policy=DeliverPolicy.BY_START_TIME,
+            opt_start_time=since.astimezone(UTC).isoformat().replace("+00:00", "Z"),
+            ack_policy=AckPolicy.NONE,
+            headers_only=True,
+            inactive_threshold=60.0,
+        )
+        subscription = await self.js.pull_subscribe(ALL_EVENTS, stream=self.settings.stream_name, config=config)
+        found: dict[str, int] = {}
+        try:
+            if (await subscription.consumer_info()).num_pending == 0:
+                return found
+            while len(found) < len(event_ids):
+                try:
+                    messages = await subscription.fetch(512, timeout=1.0)
+                except nats.errors.TimeoutError:
+                    if (await subscription.consumer_info()).num_pending == 0:
+                        return found
+                    continue
+                for message in messages:
+                    event_id = (message.headers or {}).get(MSG_ID_HEADER)
+                    if event_id in event_ids:
+                        found[event_id] = message.metadata.sequence.stream
+                    if message.metadata.num_pending == 0:
+                        return found
+        finally:
+            await subscription.unsubscribe()
+        return found
 
     async def close(self) -> None:
         if not self.client.is_closed:

@@ -3,7 +3,8 @@
 ``record_event`` adds the event to the caller's transaction, so there is no state change without its event and
 no event without its state change. :class:`OutboxRelay` publishes committed rows in order, in atomic batches,
 and marks a row published only after JetStream acknowledged it. A crash anywhere in between leaves the row
-unpublished; the next relay publishes it again and JetStream drops the duplicate by ``Nats-Msg-Id``.
+unpublished; the next relay publishes it again and JetStream drops the duplicate by ``Nats-Msg-Id`` — or, when
+the row is older than the stream's duplicate window allows for, finds it in the stream and only marks it.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ import asyncio
 import json
 import logging
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from nats.js.api import PubAck
@@ -67,6 +68,7 @@ def mark_events_staged(transaction: Session | Connection) -> None:
 class _PendingRow:
     row_id: int
     message: OutgoingMessage
+    created_at: datetime
 
 
 @dataclass
@@ -163,6 +165,9 @@ class OutboxRelay:
         rows = await asyncio.to_thread(self._load_batch)
         if not rows:
             return 0
+        rows = await self._skip_stored(rows)
+        if not rows:
+            return 0
         with tracer.start_as_current_span("outbox.relay", attributes={"events": len(rows)}):
             crash_point("relay.before_publish")
             results = await self.bus.publish_batch([row.message for row in rows])
@@ -178,6 +183,22 @@ class OutboxRelay:
         self.stats.failed += len(rows) - len(acked)
         return len(acked)
 
+    async def _skip_stored(self, rows: list[_PendingRow]) -> list[_PendingRow]:
+        """Rows older than half the stream's duplicate window may have been published by a relay that crashed
+        before marking them, and JetStream would no longer drop a re-publish: those the stream already holds are
+        marked published instead of sent again. Normally rows are a few milliseconds old and nothing is read."""
+        window = timedelta(seconds=self.bus.settings.stream_duplicate_window_seconds / 2)
+        old = [row for row in rows if row.created_at <= utcnow() - window]
+        if not old:
+            return rows
+        since = min(row.created_at for row in old) - timedelta(seconds=60)  # the clocks of two hosts may differ
+        stored = await self.bus.stored_ids({row.message.event_id for row in old}, since)
+        if stored:
+            log.warning("%d outbox rows were already in the stream (a relay stopped before marking them)", len(stored))
+            acked = [(row.row_id, stored[row.message.event_id]) for row in old if row.message.event_id in stored]
+            await asyncio.to_thread(self._mark_published, acked)
+        return [row for row in rows if row.message.event_id not in stored]
+
     def _load_batch(self) -> list[_PendingRow]:
         with self.database.reader() as session:
             rows = session.execute(
@@ -188,6 +209,7 @@ class OutboxRelay:
                     OutboxEvent.payload,
                     OutboxEvent.headers,
                     OutboxEvent.correlation_id,
+                    OutboxEvent.created_at,
                 )
                 .where(OutboxEvent.published_at.is_(None))
                 .order_by(OutboxEvent.id)
@@ -197,6 +219,7 @@ class OutboxRelay:
             _PendingRow(
                 row.id,
                 OutgoingMessage(row.event_id, row.subject, self._correlated(row), json.loads(row.headers)),
+                row.created_at,
             )
             for row in rows
         ]

@@ -7,8 +7,9 @@ Layers, each either applied or reported missing (with why) in the execution reco
 | ``cgroup-memory`` | memory ≤ the bundle's share; over it the kernel OOM-kills (SIGKILL) | cgroup v1/v2 |
 | ``cgroup-cpu`` | CPU time ≤ the bundle's share of the cores per 100 ms (throttled) | CFS quota |
 | ``cgroup-pids`` | at most ``pids_max`` processes and threads: fork bombs stop | pids controller |
-| ``rlimits`` | no core dumps, bounded open files, a per-process CPU-seconds backstop; when no memory cgroup
-  holds memory, an address-space backstop at twice the bundle's memory | setrlimit (``ulimit``) |
+| ``rlimits`` | no core dumps, bounded open files and file size (its log included), a per-process CPU-seconds
+  backstop; when no memory cgroup holds memory, an address-space backstop at twice the bundle's memory |
+  setrlimit (``ulimit``) |
 | ``filesystem`` | sees only its workspace (rw), the runtime it needs (ro), a private /tmp | bubblewrap |
 | ``pid-namespace`` | sees and signals only its own processes; its tree dies with the sandbox | bubblewrap |
 | ``network`` | no network but loopback of its own; the System Service through a Unix socket | bubblewrap |
@@ -16,13 +17,16 @@ Layers, each either applied or reported missing (with why) in the execution reco
 The wall clock, and where no cgroup holds them the CPU-seconds budget and resident memory, are watched by the
 execution manager, not here.
 The launcher is a few lines of ``/bin/sh`` that join the cgroups and set the rlimits, then exec bubblewrap:
-nothing of the agent runs before it is inside every layer.
+nothing of the agent runs before it is inside every layer. bubblewrap reads its arguments from a memfd
+(``--args FD``), so no process the agent can see names a host path in its argv.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
+import os
 import shlex
 import shutil
 import subprocess
@@ -55,6 +59,7 @@ class Envelope:
     cpu_cores: float
     wall_seconds: float
     pids_max: int
+    file_bytes: int | None = None  # the largest file it may write, its log included (RLIMIT_FSIZE)
 
     @property
     def cpu_budget_seconds(self) -> float:
@@ -73,9 +78,17 @@ class Launch:
     missing: dict[str, str]  # layer → why it is missing
     agent_workspace: str  # the workspace path as the agent sees it
     agent_socket: str | None
+    pass_fds: tuple[int, ...] = ()  # descriptors the launcher inherits (bubblewrap's --args memfd)
 
     def layers_record(self) -> dict[str, object]:
         return {"applied": self.applied, "missing": self.missing}
+
+    def close_fds(self) -> None:
+        """Close this process's copies of the launcher's descriptors, once it has started (or failed to)."""
+        for fd in self.pass_fds:
+            with contextlib.suppress(OSError):
+                os.close(fd)
+        self.pass_fds = ()
 
 
 @dataclass
@@ -147,8 +160,12 @@ class Sandbox:
         if "rlimits" not in missing:
             script += self._rlimits(envelope, memory_held=cgroup is not None and "memory" in cgroup.directories)
         script.append('exec "$@"')
+        pass_fds: tuple[int, ...] = ()
         if self.bwrap is not None:
-            inner = self._bwrap_argv(command, workspace, service_socket, extra_ro_paths)
+            options = self._bwrap_options(workspace, service_socket, extra_ro_paths)
+            args_fd = _memfd_of(options)  # the options name host paths; the command must stay on the argv
+            inner = [self.bwrap, "--args", str(args_fd), "--", *command]
+            pass_fds = (args_fd,)
             agent_workspace = SANDBOX_WORKSPACE
             agent_socket = SANDBOX_SOCKET if service_socket else None
         else:
@@ -159,24 +176,22 @@ class Sandbox:
             )
         argv = ["/bin/sh", "-c", "\n".join(script), "syntropism-launch", *inner]
         applied = [layer for layer in ALL_LAYERS if layer not in missing]
-        return Launch(argv, workspace, cgroup, applied, missing, agent_workspace, agent_socket)
+        return Launch(argv, workspace, cgroup, applied, missing, agent_workspace, agent_socket, pass_fds)
 
     @staticmethod
     def _rlimits(envelope: Envelope, *, memory_held: bool) -> list[str]:
         cpu = math.ceil(envelope.cpu_budget_seconds) + 1  # per process; the manager kills on the tree's total
         lines = ["ulimit -c 0", f"ulimit -n {OPEN_FILES}", f"ulimit -t {cpu}"]
+        if envelope.file_bytes is not None:
+            lines.append(f"ulimit -f {max(1, envelope.file_bytes // 512)}")  # POSIX sh counts 512-byte blocks
         if not memory_held:
             # Without a memory cgroup the manager watches resident memory and kills over the limit; the address
             # space cap is the backstop against growth faster than it looks (address space > resident memory).
             lines.append(f"ulimit -v {(2 * envelope.memory_bytes + ADDRESS_SPACE_SLACK) // 1024}")
         return [f"{line} || exit {LAUNCH_FAILED}" for line in lines]
 
-    def _bwrap_argv(
-        self, command: list[str], workspace: Path, socket: Path | None, extra_ro_paths: tuple[Path, ...]
-    ) -> list[str]:
-        assert self.bwrap is not None
+    def _bwrap_options(self, workspace: Path, socket: Path | None, extra_ro_paths: tuple[Path, ...]) -> list[str]:
         argv = [
-            self.bwrap,
             "--die-with-parent",
             "--new-session",
             "--unshare-all",  # user, ipc, pid, net, uts, cgroup namespaces: own loopback only
@@ -199,7 +214,15 @@ class Sandbox:
         argv += ["--bind", str(workspace.resolve()), SANDBOX_WORKSPACE, "--chdir", SANDBOX_WORKSPACE]
         if socket is not None:
             argv += ["--ro-bind", str(socket.resolve()), SANDBOX_SOCKET]  # connect() still works on a ro mount
-        return [*argv, "--", *command]
+        return argv
+
+
+def _memfd_of(args: list[str]) -> int:
+    """A memfd holding ``args`` NUL-separated, read from the start (bubblewrap's ``--args FD``)."""
+    fd = os.memfd_create("bwrap-args", 0)  # not CLOEXEC: the launcher inherits it through pass_fds
+    os.write(fd, b"".join(arg.encode() + b"\0" for arg in args))
+    os.lseek(fd, 0, os.SEEK_SET)
+    return fd
 
 
 def _system_paths() -> list[Path]:

@@ -73,9 +73,9 @@ class SpendLimiter:
 
     def _execute(self, sql: str, **values: float) -> float | None:
         """One statement in its own transaction (the bucket row is changed by one statement: atomic)."""
-        parameters = {"name": BUCKET, "capacity": self.capacity, "rate": self.rate, "now": self.clock(), **values}
         with self._lock:
-            raw = self._writer().driver_connection
+            raw = self._writer().driver_connection  # first: creating the bucket row stamps it with the clock
+            parameters = {"name": BUCKET, "capacity": self.capacity, "rate": self.rate, "now": self.clock(), **values}
             if self.database.backend == "sqlite":
                 row = raw.execute(sql, parameters).fetchone()
             else:

@@ -59,7 +59,11 @@ class StateDirLock:
 
     def advertise(self, info: RuntimeInfo) -> None:
         tmp = self.info_file.with_suffix(".tmp")
-        tmp.write_text(json.dumps(asdict(info)))
+        with contextlib.suppress(FileNotFoundError):
+            tmp.unlink()
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)  # the NATS URL in it carries a token
+        with os.fdopen(fd, "w") as handle:
+            handle.write(json.dumps(asdict(info)))
         os.replace(tmp, self.info_file)
 
     def release(self) -> None:

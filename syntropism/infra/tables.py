@@ -215,6 +215,7 @@ class Message(Base):
     idempotency_key: Mapped[str] = mapped_column(String(200))
     created_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
     delivered_execution_id: Mapped[str | None] = mapped_column(String(64))
+    sent_execution_id: Mapped[str | None] = mapped_column(String(64), index=True)  # counts against its quota
 
     __table_args__ = (
         UniqueConstraint("from_agent_id", "idempotency_key"),

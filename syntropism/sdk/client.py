@@ -30,6 +30,7 @@ from syntropism.api.schemas import (
     BalanceOut,
     BidOut,
     HistoryOut,
+    InboxOut,
     MarketStateOut,
     MessageOut,
     ReceiptOut,
@@ -134,7 +135,20 @@ class SystemService:
     # --- social ---------------------------------------------------------------------------------------------
 
     def inbox(self) -> list[MessageOut]:
-        return [MessageOut.model_validate(m) for m in self._request("GET", "/social/inbox").json()["messages"]]
+        """Every message that arrived since your last execution, page after page."""
+        messages: list[MessageOut] = []
+        after: str | None = None
+        while True:
+            page = self.inbox_page(after=after)
+            messages += page.messages
+            if page.next_after is None:
+                return messages
+            after = page.next_after
+
+    def inbox_page(self, *, after: str | None = None, limit: int | None = None) -> InboxOut:
+        """One page of the inbox; pass its ``next_after`` as ``after`` for the next."""
+        params = {k: v for k, v in (("after", after), ("limit", limit)) if v is not None}
+        return self._call("GET", "/social/inbox", InboxOut, params=params)
 
     def send(self, to_agent: str, body: str, *, key: str | None = None) -> MessageOut:
         return self._call("POST", "/social/message", MessageOut, json={"to_agent": to_agent, "body": body}, key=key)

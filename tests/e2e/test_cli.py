@@ -72,7 +72,7 @@ def test_ctrl_c_stops_cleanly(state_dir: Path, sig: signal.Signals) -> None:
     _commit_events(state_dir, 3)
     process = start_runtime(state_dir, "--agents", "0")  # only the events committed above
     info = json.loads((state_dir / "runtime.json").read_text())
-    assert info["pid"] == process.pid and info["nats_url"].startswith("nats://127.0.0.1:")
+    assert info["pid"] == process.pid and info["nats_url"].startswith("nats://") and "@127.0.0.1:" in info["nats_url"]
     os.killpg(process.pid, sig)
     out, err = process.communicate(timeout=30)
     assert process.returncode == 0, err

@@ -248,7 +248,7 @@ def test_the_operator_creates_funds_inspects_and_bids_for_agents(api: Api) -> No
     workspace = api.services.social.workspace_of("carol")
     assert (workspace / "main.py").read_text() == "print('carol')\n" and (workspace / "run.sh").stat().st_mode & 0o100
     refused(api.admin("POST", "/admin/agents", json={"agent_id": "carol"}), 409, "agent_exists")
-    refused(api.admin("POST", "/admin/agents", json={"agent_id": "eve", "files": {"../x": "y"}}), 422, "invalid_input")
+    refused(api.admin("POST", "/admin/agents", json={"agent_id": "eve", "files": {"../x": "y"}}), 422, "invalid_path")
     assert [a["agent_id"] for a in api.admin("GET", "/admin/agents").json()] == ["alice", "bob", "carol"]
 
     assert api.admin("POST", "/admin/grant", "g-1", json={"agent_id": "carol", "amount": "5"}).json()["amount"] == "5"

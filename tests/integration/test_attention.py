@@ -68,7 +68,8 @@ def test_attachments_must_be_files_in_the_agents_workspace(api: Api) -> None:
     (workspace / "chart.txt").write_text("up and to the right")
     auth = execution(api)
     good = prompt(api, auth, "with-file", attachments=["chart.txt"])
-    assert good.json()["attachments"] == [str(workspace / "chart.txt")]
+    [copy] = good.json()["attachments"]  # a copy the host keeps: the agent cannot change it after the check
+    assert Path(copy).read_text() == "up and to the right" and not Path(copy).is_relative_to(workspace)
     for bad in (["../bob/secret"], ["missing.txt"], ["/etc/passwd"], ["a" * 300]):  # the last: too long a name
         refused = prompt(api, auth, f"bad-{bad[0][:20]}", attachments=bad)
         assert (refused.status_code, refused.json()["reason"]) == (422, "invalid_attachment"), refused.text

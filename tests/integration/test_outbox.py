@@ -10,6 +10,7 @@ import subprocess
 import sys
 import urllib.request
 from collections.abc import Sequence
+from pathlib import Path
 
 from opentelemetry import trace
 from sqlalchemy import select
@@ -39,12 +40,16 @@ async def stream_events(bus: EventBus) -> list[Event]:
     return [received.event async for received in bus.read()]
 
 
-def run_relay_process(settings: Settings, crash_at: str | None) -> subprocess.CompletedProcess[str]:
+def run_relay_process(
+    settings: Settings, crash_at: str | None, *, window_seconds: float | None = None
+) -> subprocess.CompletedProcess[str]:
     env = {
         **os.environ,
         "SYNTROPISM_STATE_DIR": str(settings.state_dir),
         "SYNTROPISM_NATS_URL": settings.nats_url or "",
     }
+    if window_seconds is not None:
+        env["SYNTROPISM_STREAM_DUPLICATE_WINDOW_SECONDS"] = str(window_seconds)
     if crash_at:
         env[CRASH_AT_ENV] = crash_at
     return subprocess.run(
@@ -95,6 +100,30 @@ async def test_relay_killed_after_publishing_does_not_duplicate(
     assert restarted.returncode == 0, restarted.stderr
     assert await stream_events(bus) == [event]  # the re-publish was de-duplicated
     assert outbox_rows(database)[0].stream_seq == 1
+
+
+async def test_relay_restarted_past_the_duplicate_window_does_not_duplicate(
+    tmp_path: Path, nats_server: EmbeddedNatsServer
+) -> None:
+    """JetStream drops a re-publish only within its duplicate window; a relay that comes back later finds what
+    the crashed one had published in the stream itself."""
+    settings = Settings(state_dir=tmp_path / "late", nats_url=nats_server.url, stream_duplicate_window_seconds=1)
+    database = Database(settings.effective_database_url)
+    database.migrate()
+    bus = await EventBus.connect(nats_server.url, settings)
+    try:
+        await bus.ensure_stream()
+        event = commit_state_change(database)
+        crashed = run_relay_process(settings, crash_at="relay.after_publish", window_seconds=1)
+        assert crashed.returncode == -signal.SIGKILL, crashed.stderr
+        await asyncio.sleep(1.5)  # a clock, not a synchronisation: the stream's 1 s duplicate window must pass
+        restarted = run_relay_process(settings, crash_at=None, window_seconds=1)
+        assert restarted.returncode == 0, restarted.stderr
+        assert await stream_events(bus) == [event]
+        assert outbox_rows(database)[0].stream_seq == 1
+    finally:
+        await bus.close()
+        database.dispose()
 
 
 async def test_same_event_published_twice_is_stored_once(bus: EventBus) -> None:

@@ -14,14 +14,17 @@ from hypothesis import strategies as st
 from syntropism.core.scheduler import (
     CRITICAL_VALUE,
     FIRST_PRICE,
+    MAX_PRICE,
     PPM,
     RESOURCES,
     BidBook,
     BidView,
     allocation_order,
     clear_market,
+    published_price,
 )
-from syntropism.domain.models import Resource, ResourceBundle
+from syntropism.domain import economy as E
+from syntropism.domain.models import Resource, ResourceBundle, from_micros
 
 D = Decimal
 PREVIOUS = {Resource.CPU: D(1), Resource.MEMORY: D("0.5"), Resource.TOKENS: D(1), Resource.ATTENTION: D(1)}
@@ -184,3 +187,81 @@ def test_result_does_not_depend_on_input_order(rows, seed) -> None:  # type: ign
         second = clear_market(shuffled, {}, PREVIOUS, mechanism)
         assert [(w.bid_id, w.payment) for w in first.winners] == [(w.bid_id, w.payment) for w in second.winners]
         assert first.exact_prices == second.exact_prices
+
+
+# --- extreme books: the clearing is total and its prices bounded ------------------------------------------------
+
+EXTREME_AMOUNTS = st.one_of(
+    st.sampled_from([1, 2, 999_999, E.MAX_AMOUNT_MICROS, E.MAX_AMOUNT_MICROS - 1]), st.integers(1, E.MAX_AMOUNT_MICROS)
+)
+EXTREME_FRACTIONS = st.one_of(st.sampled_from([0, 0, 1, 1, 2, PPM - 1, PPM]), st.integers(0, PPM))
+EXTREME_DURATIONS = st.one_of(st.sampled_from([1, 1, 2, 3_600_000]), st.integers(1, 3_600_000))  # 1 ms to the hour
+EXTREME_PRICES = st.sampled_from(
+    [D(0), D("1e-12"), D("0.001"), D(1), D("123456789.123456789012"), D(10**16), MAX_PRICE, D("9e999999")]
+)
+extreme_rows = st.lists(
+    st.tuples(
+        st.lists(EXTREME_FRACTIONS, min_size=4, max_size=4).filter(any),
+        EXTREME_AMOUNTS,
+        EXTREME_DURATIONS,
+        st.integers(0, 3),
+    ),
+    max_size=12,
+)
+
+
+@settings(max_examples=400, derandomize=True, deadline=None)
+@given(
+    cycles=st.lists(extreme_rows, min_size=1, max_size=3),
+    previous=st.lists(EXTREME_PRICES, min_size=4, max_size=4),
+    in_use=st.lists(st.sampled_from([0, 1, PPM - 1, PPM]), min_size=4, max_size=4),
+    mechanism=st.sampled_from([FIRST_PRICE, CRITICAL_VALUE]),
+    floor=st.sampled_from([D("0.001"), D("1e-15"), D(1)]),
+)
+def test_no_valid_book_makes_a_cycle_raise_and_prices_stay_bounded(  # type: ignore[no-untyped-def]
+    cycles, previous, in_use, mechanism, floor
+) -> None:
+    """Any book the ledger accepts — amounts up to MAX_AMOUNT_MICROS, fractions down to 1 ppm, durations down to
+    1 ms — clears, cycle after cycle (each starting from the prices the last one discovered), and every price
+    is finite and within [floor, MAX_PRICE]. A price of 10¹⁶ or more used to make every cycle raise."""
+    prices = dict(zip(RESOURCES, previous, strict=True))
+    for rows in cycles:
+        book = make_book(rows)
+        result = clear_market(book, in_use_map(in_use), prices, mechanism, floor=floor)
+        for price in result.prices.values():
+            assert price.is_finite() and floor <= price <= MAX_PRICE, price
+            assert price == floor or price.as_tuple().exponent == -12  # on the 10⁻¹² grid, or the floor itself
+        paid = sum((Fraction(w.payment) for w in result.winners), Fraction(0))
+        assert sum(result.exact_prices[r] * result.volume[r] for r in RESOURCES) == paid
+        for w in result.winners:
+            assert D("0.000001") <= w.payment <= w.amount <= from_micros(E.MAX_AMOUNT_MICROS)
+        prices = result.prices
+
+
+def test_the_most_a_valid_bid_can_discover_is_max_price_and_the_market_goes_on() -> None:
+    """The whole amount limit for 1 ppm of cpu for 1 ms: a price of exactly 10²¹, then it decays."""
+    book = make_book([([1, 0, 0, 0], E.MAX_AMOUNT_MICROS, 1, 0)])
+    result = clear_market(book, {}, PREVIOUS)
+    assert result.prices[Resource.CPU] == MAX_PRICE == D(10**21)
+    assert result.exact_prices[Resource.CPU] == MAX_PRICE
+    nxt = clear_market(BidBook.from_bids([]), {}, result.prices)
+    assert nxt.prices[Resource.CPU] == MAX_PRICE / 2
+    for mechanism in (FIRST_PRICE, CRITICAL_VALUE):  # the extreme bid again, from the extreme price
+        assert clear_market(book, {}, result.prices, mechanism).prices[Resource.CPU] <= MAX_PRICE
+
+
+def test_absurd_prices_and_floors_are_brought_within_bounds() -> None:
+    huge = dict.fromkeys(RESOURCES, D("9e999999"))
+    assert set(clear_market(BidBook.from_bids([]), {}, huge).prices.values()) == {MAX_PRICE / 2}
+    # A traded price below the floor is published at the floor; exact_prices keep the exact discovery.
+    cheap = clear_market(make_book([([PPM, 0, 0, 0], 1, 3_600_000, 0)]), {}, PREVIOUS)
+    assert cheap.prices[Resource.CPU] == D("0.001")
+    assert cheap.exact_prices[Resource.CPU] == Fraction(1, 3_600_000_000)  # 10⁻⁶ credits over 3600 s
+    # A floor finer than the 10⁻¹² grid is itself the lowest price.
+    fine = clear_market(BidBook.from_bids([]), {}, dict.fromkeys(RESOURCES, D(0)), floor=D("1e-15"))
+    assert set(fine.prices.values()) == {D("1e-15")}
+    with pytest.raises(ValueError, match="finite"):
+        clear_market(BidBook.from_bids([]), {}, dict.fromkeys(RESOURCES, D("NaN")))
+    assert published_price(Fraction(1, 3) * 10**22, D("0.001")) == MAX_PRICE
+    assert published_price(Fraction(5, 10**13), D(0)) == D("0E-12")  # half-even: 0.5 × 10⁻¹² rounds to 0
+    assert published_price(Fraction(15, 10**13), D(0)) == D("2E-12")

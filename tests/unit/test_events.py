@@ -22,7 +22,11 @@ TAXONOMY = {
     "social": ["message_sent"],
 }
 DESIGN_TYPES = {f"{service}.{name}" for service, names in TAXONOMY.items() for name in names}
-ADDED_TYPES = {"economy.credits_granted"}  # what the system needs beyond the design's minimum
+ADDED_TYPES = {  # what the system needs beyond the design's minimum
+    "economy.credits_granted",
+    "attention.prompt_expired",
+    "social.messages_delivered",
+}
 ALL_TYPES = sorted(DESIGN_TYPES | ADDED_TYPES)
 
 
