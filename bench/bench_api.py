@@ -47,6 +47,7 @@ def serve(state_dir: Path, overrides: dict[str, object]) -> None:
     from syntropism.api.server import ApiServer
     from syntropism.config import Settings
     from syntropism.core.execution import hash_token
+    from syntropism.core.runtime import Runtime
     from syntropism.domain import economy as E
     from syntropism.domain.models import time_ordered_id
     from syntropism.infra.agents import register_agent
@@ -72,6 +73,7 @@ def serve(state_dir: Path, overrides: dict[str, object]) -> None:
     async def run() -> None:
         server = ApiServer(create_app(services), "127.0.0.1", 0, None)
         await server.start()
+        Runtime.freeze_startup_heap()  # as `syntropism run` does once it serves
         print(json.dumps({"url": server.url, "token": token}), flush=True)
         await asyncio.Event().wait()
 

@@ -158,6 +158,7 @@ def run(
     async def _run() -> None:
         async with Runtime(settings) as runtime:
             runtime.install_signal_handlers()
+            runtime.freeze_startup_heap()
             started = await asyncio.to_thread(
                 seed_population, runtime.database, settings, agents=starters, grant=starter_grant, seed=seed
             )

@@ -15,6 +15,7 @@ from syntropism.config import Settings
 from syntropism.infra.database import Database
 from syntropism.infra.embedded_nats import EmbeddedNatsServer
 from syntropism.infra.nats_bus import EventBus
+from tests.support.fake_llm import Calls, fake_llm
 from tests.support.postgres import PostgresUnavailable, ephemeral_postgres
 
 
@@ -61,6 +62,13 @@ async def bus(settings: Settings) -> AsyncIterator[EventBus]:
     await event_bus.ensure_stream()
     yield event_bus
     await event_bus.close()
+
+
+@pytest.fixture
+def upstream() -> Iterator[tuple[str, Calls]]:
+    """A fake OpenAI-compatible upstream over real HTTP (outside our system), recording every request it got."""
+    with fake_llm() as served:
+        yield served
 
 
 @pytest.fixture(scope="session")

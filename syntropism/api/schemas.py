@@ -9,7 +9,7 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, PlainSerializer
+from pydantic import BaseModel, ConfigDict, Field, PlainSerializer, model_validator
 
 from syntropism.domain.identity import AGENT_ID_PATTERN, MAX_AGENT_ID_LENGTH
 from syntropism.domain.models import CreditsInput, Resource, ResourceBundle, credits_text
@@ -196,67 +196,79 @@ class ScoreIn(Model):
     understandable: Annotated[int, Field(ge=0, le=10)]
 
 
+# The parts of a chat completion request, each closed and bounded (see InferenceIn).
+
+
+class ChatTextPart(Model):
+    type: Literal["text"]
+    text: Annotated[str, Field(max_length=500_000)]
+
+
+class ChatCalledFunction(Model):
+    name: Annotated[str, Field(pattern=r"^[A-Za-z0-9_.-]{1,64}$")]
+    arguments: Annotated[str, Field(max_length=500_000)]
+
+
+class ChatToolCall(Model):
+    id: Annotated[str, Field(min_length=1, max_length=256)]
+    type: Literal["function"] = "function"
+    function: ChatCalledFunction
+
+
+class ChatMessage(Model):
+    role: Literal["system", "user", "assistant", "tool"]
+    content: (
+        Annotated[str, Field(max_length=500_000)]
+        | Annotated[list[ChatTextPart], Field(min_length=1, max_length=64)]
+        | None
+    ) = None
+    name: Annotated[str, Field(pattern=r"^[A-Za-z0-9_-]{1,64}$")] | None = None
+    tool_calls: Annotated[list[ChatToolCall], Field(max_length=128)] | None = None
+    tool_call_id: Annotated[str, Field(min_length=1, max_length=256)] | None = None
+
+
+class ChatFunctionSpec(Model):
+    name: Annotated[str, Field(pattern=r"^[A-Za-z0-9_.-]{1,64}$")]
+    description: Annotated[str, Field(max_length=100_000)] | None = None
+    parameters: dict[str, Any] | None = Field(None, description="A JSON Schema; only local `$ref`s ('#/…')")
+    strict: bool | None = None
+
+
+class ChatTool(Model):
+    type: Literal["function"]
+    function: ChatFunctionSpec
+
+
+class ChatFunctionName(Model):
+    name: Annotated[str, Field(pattern=r"^[A-Za-z0-9_.-]{1,64}$")]
+
+
+class ChatNamedToolChoice(Model):
+    type: Literal["function"]
+    function: ChatFunctionName
+
+
+class ChatJsonSchemaFormat(Model):
+    name: Annotated[str, Field(pattern=r"^[A-Za-z0-9_-]{1,64}$")]
+    description: Annotated[str, Field(max_length=100_000)] | None = None
+    json_schema: dict[str, Any] | None = Field(None, alias="schema", description="Only local `$ref`s ('#/…')")
+    strict: bool | None = None
+
+
+class ChatResponseFormat(Model):
+    type: Literal["text", "json_object", "json_schema"]
+    json_schema: ChatJsonSchemaFormat | None = None
+
+
+class ChatStreamOptions(Model):
+    include_usage: bool | None = Field(None, description="Usage is always included: it is what is charged")
+
+
 class InferenceIn(Model):
     """An OpenAI-compatible chat completion request, closed: each field is typed and bounded, and is either
     metered (its tokens are reserved before the request goes upstream) or cannot make the upstream spend more.
     Any other field is refused (422), and so are image, audio and file parts: the upstream would fetch them
     from the network on behalf of an agent that has none."""
-
-    from pydantic import model_validator as _model_validator  # (imported here: only this class needs it)
-
-    class TextPart(Model):
-        type: Literal["text"]
-        text: Annotated[str, Field(max_length=500_000)]
-
-    class CalledFunction(Model):
-        name: Annotated[str, Field(pattern=r"^[A-Za-z0-9_.-]{1,64}$")]
-        arguments: Annotated[str, Field(max_length=500_000)]
-
-    class ToolCall(Model):
-        id: Annotated[str, Field(min_length=1, max_length=256)]
-        type: Literal["function"] = "function"
-        function: InferenceIn.CalledFunction
-
-    class ChatMessage(Model):
-        role: Literal["system", "user", "assistant", "tool"]
-        content: (
-            Annotated[str, Field(max_length=500_000)]
-            | Annotated[list[InferenceIn.TextPart], Field(min_length=1, max_length=64)]
-            | None
-        ) = None
-        name: Annotated[str, Field(pattern=r"^[A-Za-z0-9_-]{1,64}$")] | None = None
-        tool_calls: Annotated[list[InferenceIn.ToolCall], Field(max_length=128)] | None = None
-        tool_call_id: Annotated[str, Field(min_length=1, max_length=256)] | None = None
-
-    class FunctionSpec(Model):
-        name: Annotated[str, Field(pattern=r"^[A-Za-z0-9_.-]{1,64}$")]
-        description: Annotated[str, Field(max_length=100_000)] | None = None
-        parameters: dict[str, Any] | None = Field(None, description="A JSON Schema; only local `$ref`s ('#/…')")
-        strict: bool | None = None
-
-    class Tool(Model):
-        type: Literal["function"]
-        function: InferenceIn.FunctionSpec
-
-    class FunctionName(Model):
-        name: Annotated[str, Field(pattern=r"^[A-Za-z0-9_.-]{1,64}$")]
-
-    class NamedToolChoice(Model):
-        type: Literal["function"]
-        function: InferenceIn.FunctionName
-
-    class JsonSchemaFormat(Model):
-        name: Annotated[str, Field(pattern=r"^[A-Za-z0-9_-]{1,64}$")]
-        description: Annotated[str, Field(max_length=100_000)] | None = None
-        json_schema: dict[str, Any] | None = Field(None, alias="schema", description="Only local `$ref`s ('#/…')")
-        strict: bool | None = None
-
-    class ResponseFormat(Model):
-        type: Literal["text", "json_object", "json_schema"]
-        json_schema: InferenceIn.JsonSchemaFormat | None = None
-
-    class StreamOptions(Model):
-        include_usage: bool | None = Field(None, description="Usage is always included: it is what is charged")
 
     model: Annotated[str, Field(max_length=200)] | None = None
     messages: Annotated[list[ChatMessage], Field(min_length=1, max_length=1024)]
@@ -270,7 +282,7 @@ class InferenceIn(Model):
     )
     n: Annotated[int, Field(ge=1, le=8)] | None = Field(None, description="Choices to write: reserves n × max_tokens")
     stream: bool = False
-    stream_options: StreamOptions | None = None
+    stream_options: ChatStreamOptions | None = None
     temperature: Annotated[float, Field(ge=0, le=2)] | None = None
     top_p: Annotated[float, Field(ge=0, le=1)] | None = None
     presence_penalty: Annotated[float, Field(ge=-2, le=2)] | None = None
@@ -282,18 +294,18 @@ class InferenceIn(Model):
     ) = None
     seed: Annotated[int, Field(ge=-(2**63), le=2**63 - 1)] | None = None
     user: Annotated[str, Field(max_length=256)] | None = None
-    tools: Annotated[list[Tool], Field(max_length=128)] | None = None
-    tool_choice: Literal["none", "auto", "required"] | NamedToolChoice | None = None
+    tools: Annotated[list[ChatTool], Field(max_length=128)] | None = None
+    tool_choice: Literal["none", "auto", "required"] | ChatNamedToolChoice | None = None
     parallel_tool_calls: bool | None = None
-    functions: Annotated[list[FunctionSpec], Field(max_length=128)] | None = Field(
+    functions: Annotated[list[ChatFunctionSpec], Field(max_length=128)] | None = Field(
         None, description="Deprecated by OpenAI in favour of tools; metered alike"
     )
-    function_call: Literal["none", "auto"] | FunctionName | None = None
-    response_format: ResponseFormat | None = None
+    function_call: Literal["none", "auto"] | ChatFunctionName | None = None
+    response_format: ChatResponseFormat | None = None
     logprobs: bool | None = None
     top_logprobs: Annotated[int, Field(ge=0, le=20)] | None = None
 
-    @_model_validator(mode="before")
+    @model_validator(mode="before")
     @classmethod
     def _known_fields_and_text_only(cls, data: Any) -> Any:
         """Refuse, with the reason, what is not forwarded: unknown fields and parts that are not text."""
@@ -320,7 +332,7 @@ class InferenceIn(Model):
                     raise ValueError(f"{where}: {kind!r} parts are refused: only text parts are accepted")
         return data
 
-    @_model_validator(mode="after")
+    @model_validator(mode="after")
     def _consistent(self) -> InferenceIn:
         """One completion bound, and JSON Schemas that reference nothing outside themselves."""
         if self.max_tokens and self.max_completion_tokens and self.max_tokens != self.max_completion_tokens:

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import func, select
+from sqlalchemy import bindparam, func, select
 from sqlalchemy.orm import Session
 
 from syntropism.config import Settings
@@ -88,6 +88,9 @@ def bundle_of(row: Any) -> ResourceBundle:
 
 
 MAX_TRACKED_BIDDERS = 10_000
+PENDING_BIDS_OF = select(func.count()).select_from(  # built once: it runs with every bid; counts no further than cap
+    select(Bid.id).where(Bid.agent_id == bindparam("agent"), Bid.status == "pending").limit(bindparam("cap")).subquery()
+)
 
 
 class RejectionBudget:
@@ -150,9 +153,6 @@ class MarketManager:
                 max_duration_seconds=self.settings.max_duration_seconds,
             )
             self._check_minimum(request)
-            with self.database.reader() as session:  # refuse a flood before it takes the write lock
-                if session.scalar(select(Bid.id).where(Bid.idempotency_key == idempotency_key)) is None:
-                    self._check_pending_cap(session, agent_id)
             with self.database.transaction() as session:
                 existing = session.scalars(select(Bid).where(Bid.idempotency_key == idempotency_key)).one_or_none()
                 if existing is not None:
@@ -225,7 +225,7 @@ class MarketManager:
     def _check_pending_cap(self, session: Session, agent_id: str) -> None:
         """An agent may have ``max_pending_bids_per_agent`` pending bids at once."""
         cap = self.settings.max_pending_bids_per_agent
-        pending = session.scalar(select(func.count()).where(Bid.agent_id == agent_id, Bid.status == "pending"))
+        pending = session.scalar(PENDING_BIDS_OF, {"agent": agent_id, "cap": cap})
         if pending >= cap:
             raise BidRejected(
                 "too_many_bids", f"{agent_id} has {pending} pending bids, the most one agent may have; cancel one"

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import logging
 import os
 import signal
@@ -115,6 +116,15 @@ class Runtime:
             self.settings.stream_name,
             self.api.url,
         )
+
+    @staticmethod
+    def freeze_startup_heap() -> None:
+        """Move everything loaded at start (modules, models, SQLAlchemy's and Pydantic's caches) out of the cyclic
+        garbage collector's reach: a full collection then walks only what requests made since, instead of pausing
+        every request in flight for tens of milliseconds (the System Service's p99 at 32 concurrent requests:
+        ~100 ms without, ~35 ms with). For the process that serves, once it has started."""
+        gc.collect()
+        gc.freeze()
 
     def request_stop(self) -> None:
         self.stopping.set()

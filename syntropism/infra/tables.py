@@ -172,6 +172,7 @@ class Bid(BundleColumns, Base):
         CheckConstraint("amount_micros > 0", name="amount_positive"),
         CheckConstraint("status IN ('pending', 'won', 'outbid', 'cancelled')", name="status"),
         Index("ix_bids_pending", "status", "seq"),
+        Index("ix_bids_agent_status", "agent_id", "status"),  # an agent's pending bids, counted at each bid
     )
 
 

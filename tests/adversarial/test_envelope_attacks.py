@@ -5,8 +5,11 @@ from __future__ import annotations
 
 from typing import Any
 
+import httpx
 import pytest
+from sqlalchemy.exc import OperationalError
 
+from syntropism.infra.tables import Execution
 from tests.adversarial.conftest import Economy
 
 MiB = 2**20
@@ -81,3 +84,36 @@ async def test_the_first_instruction_of_an_agent_is_already_recognised(economy: 
         assert outcome.reason.value == "completed", outcome
         status, body = economy.results("sprinter")["balance"]
         assert status == 200, body
+
+
+LEAVE_TOKEN = """
+with open("token", "w") as f:
+    f.write(os.environ["SYNTROPISM_TOKEN"])
+"""
+
+
+async def test_a_token_dies_with_its_execution_even_while_its_end_is_not_yet_recorded(
+    economy: Economy, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The database refuses the first two records of the end: the end is retried until recorded, and meanwhile
+    the token is already refused."""
+    manager = economy.runtime.executions
+    assert manager is not None and economy.runtime.api is not None
+    record_end, attempts, answers = manager._record_end, [], []
+
+    def flaky(outcome: Any) -> None:
+        attempts.append(outcome.execution_id)
+        if len(attempts) <= 2:
+            token = (economy.workspace("leaker") / "token").read_text()
+            with httpx.Client(base_url=economy.runtime.api.url) as client:  # from this thread: the loop is free
+                answers.append(client.get("/economic/balance", headers={"Authorization": f"Bearer {token}"}))
+            raise OperationalError("UPDATE executions", {}, Exception("database is locked"))
+        record_end(outcome)
+
+    monkeypatch.setattr(manager, "_record_end", flaky)
+    await economy.agent("leaker", LEAVE_TOKEN)
+    outcome = await economy.run("leaker")
+    assert outcome.reason.value == "completed" and len(attempts) == 3
+    assert [(a.status_code, a.json()["reason"]) for a in answers] == [(401, "token_expired")] * 2
+    with economy.runtime.database.reader() as session:
+        assert session.get_one(Execution, outcome.execution_id).status == "terminated"

@@ -21,7 +21,7 @@ from syntropism.api.schemas import InferenceIn
 from syntropism.core.intelligence import DEFAULT_MAX_TOKENS, prompt_token_bound
 from syntropism.infra.tables import Execution, OutboxEvent
 from tests.support.api import Api, running_api
-from tests.support.fake_llm import Calls, fake_llm, prompt_tokens
+from tests.support.fake_llm import Calls, prompt_tokens
 from tests.support.waiting import eventually
 
 HELLO = [{"role": "user", "content": "say hello"}]
@@ -30,12 +30,6 @@ LIMIT = 1000  # LLM_SPEND_LIMIT, tokens/s
 WINDOW = 10  # s: the system-wide bucket holds LIMIT × WINDOW = 10 000 tokens at most
 BURST = LIMIT * WINDOW
 FORWARDED = set(InferenceIn.model_fields)
-
-
-@pytest.fixture
-def upstream() -> Iterator[tuple[str, Calls]]:
-    with fake_llm() as served:
-        yield served
 
 
 @pytest.fixture

@@ -130,6 +130,7 @@ def test_unscored_prompts_expire(tmp_path: Path) -> None:
         assert (late.status_code, late.json()["reason"]) == (409, "expired")
         with api.services.database.reader() as session:
             assert session.get_one(Prompt, prompt_id).status == "expired"
+        assert count(api, "attention.prompt_expired") == 1, "the expiry is a state change: it has its event"
 
 
 def cli(state_dir: Path, *args: str) -> subprocess.CompletedProcess[str]:

@@ -22,17 +22,11 @@ from syntropism.infra.spend_limiter import SpendLimiter
 from syntropism.infra.tables import Execution, OutboxEvent
 from syntropism.sdk import ServiceError, SystemService
 from tests.support.api import Api, running_api
-from tests.support.fake_llm import Calls, fake_llm, prompt_tokens
+from tests.support.fake_llm import Calls, prompt_tokens
 
 HELLO = [{"role": "user", "content": "say hello"}]
 BOUND = prompt_token_bound({"messages": HELLO})
 LIMIT = 1000  # LLM_SPEND_LIMIT, tokens/s
-
-
-@pytest.fixture
-def upstream() -> Iterator[tuple[str, Calls]]:
-    with fake_llm() as served:
-        yield served
 
 
 @pytest.fixture

@@ -6,14 +6,16 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from decimal import Decimal
 
 import pytest
 from sqlalchemy import func, select, update
 
 from syntropism.config import Settings
-from syntropism.core.allocation import AllocationScheduler
+from syntropism.core.allocation import AllocationScheduler, CycleReport
 from syntropism.core.market import MarketManager
 from syntropism.domain import economy as E
 from syntropism.domain.market import BidRejected
@@ -250,3 +252,27 @@ async def test_bid_allocate_burn_discover_on_the_real_stack(market: Market, bus:
     assert kinds[-1] == "scheduler.cycle_completed" and events[-1].data.burned == 55
     assert kinds.count("market.price_discovered") == 4
     assert market.ledger.verify().ok
+
+
+def test_runtimes_sharing_a_postgresql_database_clear_one_cycle_at_a_time(postgres_url: str, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """Two schedulers (as two runtimes on one PostgreSQL database) clearing at the same moment: each cycle reads
+    the capacity the other's cycle allocated, so the bids that fit only one at a time never both win, and no
+    cycle number is used twice."""
+    market = Market(Settings(state_dir=tmp_path / "pg", database_url=postgres_url))
+    try:
+        other = AllocationScheduler(market.database, market.settings, market.manager, mechanism="first_price")
+        for agent in ("a", "b", "c"):  # three bids of 0.6 CPU each: at most one can hold the CPU at a time
+            market.manager.place_bid(agent, {"cpu_percent": "0.6", "duration_seconds": 60}, 5, idempotency_key=agent)
+        start = threading.Barrier(2)
+
+        def clear(scheduler: AllocationScheduler) -> CycleReport:
+            start.wait()
+            return scheduler.run_allocation_cycle()
+
+        with ThreadPoolExecutor(2) as pool:
+            reports = list(pool.map(clear, [market.scheduler, other]))
+        assert sorted(r.cycle for r in reports) == [1, 2]
+        assert sum(len(r.winners) for r in reports) == 1, reports
+        assert market.ledger.verify().ok
+    finally:
+        market.database.dispose()
