@@ -322,12 +322,14 @@ def _regular_or_link(member: tarfile.TarInfo) -> tarfile.TarInfo | None:
 def _copy_folder(origin: int, target: int, budget: Budget, spent: _Spent, *, depth: int) -> None:
     if depth > budget.max_depth:
         raise WorkspaceRefused("too_large", f"the source nests folders deeper than {budget.max_depth}")
+    listed = []
     with os.scandir(origin) as entries:
-        listed = list(entries)
+        for entry in entries:  # counted while listed: a folder of a million names is refused, not held in memory
+            spent.entries += 1
+            if spent.entries > budget.max_entries:
+                raise WorkspaceRefused("too_large", f"the source holds more than {budget.max_entries} entries")
+            listed.append(entry)
     for entry in listed:
-        spent.entries += 1
-        if spent.entries > budget.max_entries:
-            raise WorkspaceRefused("too_large", f"the source holds more than {budget.max_entries} entries")
         try:
             info = entry.stat(follow_symlinks=False)
         except OSError:
