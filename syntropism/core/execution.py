@@ -717,6 +717,8 @@ def _classify(
             TerminationReason.CPU_EXCEEDED,
             f"used {cpu:.2f} CPU-s of a {envelope.cpu_budget_seconds:.2f} CPU-s budget",
         )
+    if sig == signal.SIGXFSZ:  # a shell or C agent; Python ignores the signal and gets EFBIG instead
+        return TerminationReason.DISK_EXCEEDED, "wrote a file past max_file_bytes (RLIMIT_FSIZE)"
     if exit_code == LAUNCH_FAILED:
         return TerminationReason.ERROR, "the launcher could not put it inside its sandbox layers (see its log)"
     return TerminationReason.COMPLETED, None

@@ -40,7 +40,27 @@ async def test_the_log_stops_at_the_file_size_limit(economy: Economy) -> None:
     outcome = await economy.run("chatterbox")
     logs = list((economy.settings.logs_dir / "chatterbox").glob("*.log"))
     assert len(logs) == 1 and logs[0].stat().st_size <= MiB, [p.stat().st_size for p in logs]
-    assert outcome.reason.value in ("completed", "error") and (outcome.exit_code or outcome.signal), outcome
+    assert outcome.reason.value in ("completed", "disk_exceeded") and (outcome.exit_code or outcome.signal), outcome
+
+
+SHELL_LOG_FLOOD = "#!/bin/sh\nyes flood\n"
+
+
+async def test_a_shell_agent_writing_past_the_file_limit_is_killed_as_disk_exceeded(economy: Economy) -> None:
+    created = await economy.admin.post(
+        "/admin/agents",
+        json={
+            "agent_id": "yes-man",
+            "files": {"main.sh": SHELL_LOG_FLOOD},
+            "entry_point": "main.sh",
+            "initial_grant": "5",
+        },
+    )
+    assert created.status_code == 201, created.text
+    outcome = await economy.run("yes-man")
+    assert outcome.reason.value == "disk_exceeded", outcome
+    [log] = (economy.settings.logs_dir / "yes-man").glob("*.log")
+    assert log.stat().st_size <= MiB
 
 
 DISK_FLOOD = """
