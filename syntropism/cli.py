@@ -29,7 +29,7 @@ from rich.table import Table
 from sqlalchemy import func, select
 
 from syntropism.api.server import OPERATOR_TOKEN_FILE
-from syntropism.benchmarks.report import write_json, write_junit
+from syntropism.benchmarks.report import exit_code, summary_line, write_json, write_junit
 from syntropism.benchmarks.runner import BenchmarkRunner, ScenarioResult
 from syntropism.benchmarks.scenario import (
     LoadedScenario,
@@ -563,41 +563,74 @@ def status(ctx: typer.Context) -> None:
 
 # --- benchmarks ----------------------------------------------------------------------------------------------
 
-STATUS_STYLE = {"passed": "[green]passed[/]", "failed": "[red]FAILED[/]", "error": "[red]ERROR[/]"}
+STATUS_STYLE = {
+    "passed": "[green]passed[/]",
+    "failed": "[red]FAILED[/]",
+    "error": "[red]ERROR[/]",
+    "unreadable": "[red]UNREADABLE[/]",
+    "not_evaluated": "[yellow]NOT EVALUATED[/]",
+    "partial": "[yellow]partial[/]",
+}
 
 
-def _scenario_files(paths: list[Path], domain: str | None) -> list[Path]:
+def _scenario_files(paths: list[Path], domain: str | None) -> tuple[list[Path], list[ScenarioResult]]:
+    """The scenario files to load, and an unreadable entry for each given path that does not exist."""
     if not paths:
-        return shipped_scenarios(domain)
+        return shipped_scenarios(domain), []
     files: list[Path] = []
+    missing: list[ScenarioResult] = []
     for path in paths:
         if path.is_dir():
             files += sorted(path.rglob("*.json"))
         elif path.is_file():
             files.append(path)
         else:
-            raise ScenarioError(f"{path}: no such scenario file or folder")
-    return [p for p in files if p.name != "scenario.schema.json"]
+            missing.append(ScenarioResult.of_unreadable(path, f"{path}: no such scenario file or folder"))
+    return [p for p in files if p.name != "scenario.schema.json"], missing
 
 
-def _bench_summary(results: list[ScenarioResult]) -> Table:
+def _load_all(files: list[Path], domain: str | None) -> list[LoadedScenario | ScenarioResult]:
+    """Each file loaded, or an unreadable entry naming the file, the field and the reason; one bad file does
+    not stop the others."""
+    loaded: list[LoadedScenario | ScenarioResult] = []
+    for path in files:
+        try:
+            scenario = load_scenario(path)
+        except ScenarioError as exc:
+            loaded.append(ScenarioResult.of_unreadable(path, str(exc)))
+            continue
+        if domain is None or scenario.scenario.domain == domain:
+            loaded.append(scenario)
+    return loaded
+
+
+def _bench_summary(results: list[ScenarioResult], allow_partial: bool) -> Table:
     table = Table("scenario", "name", "status", "checks", "not evaluated", "events", "seconds")
     for r in results:
-        checks = f"{r.count('passed')}/{len(r.checks) - r.count('not_evaluated')}"
+        checks = f"{r.count('passed')}/{r.evaluated}"
+        status = STATUS_STYLE[r.status]
+        if r.status == "partial" and allow_partial:
+            status = "[green]partial[/] (allowed)"
         table.add_row(
-            r.scenario_id, r.name, STATUS_STYLE[r.status], checks, str(r.count("not_evaluated")),
+            r.scenario_id, r.name, status, checks, str(r.count("not_evaluated")),
             str(len(r.events)), f"{r.seconds:.1f}",
         )  # fmt: skip
     return table
 
 
 def _print_problems(result: ScenarioResult) -> None:
-    if result.error:
-        console.print(f"[red]{result.scenario_id}[/]: the run broke: {result.error}")
+    if result.unreadable:
+        console.print(f"[red]{result.path}[/]: unreadable, not run: {result.error}", soft_wrap=True)
+    elif result.error:
+        console.print(f"[red]{result.scenario_id}[/]: the run broke: {result.error}", soft_wrap=True)
+    if not result.checks and result.status == "not_evaluated":
+        console.print(f"[yellow]{result.scenario_id} not_evaluated[/]: the scenario has no checks", soft_wrap=True)
     for check in result.checks:
         if check.status != "passed":
             colour = "red" if check.status == "failed" else "yellow"
-            console.print(f"[{colour}]{result.scenario_id} {check.status}[/] {check.check}: {check.reason}")
+            console.print(
+                f"[{colour}]{result.scenario_id} {check.status}[/] {check.check}: {check.reason}", soft_wrap=True
+            )
 
 
 @app.command()
@@ -607,37 +640,44 @@ def bench(
     domain: str | None = typer.Option(None, "--domain", help="Only scenarios of this domain."),
     json_out: Path | None = typer.Option(None, "--json", help="Write the results as JSON here."),
     junit_out: Path | None = typer.Option(None, "--junit", help="Write the results as JUnit XML here."),
+    allow_partial: bool = typer.Option(
+        False, "--allow-partial", help="Count a partial scenario (none failed, some not evaluated) as passed."
+    ),
     keep_state: bool = typer.Option(False, "--keep-state", help="Keep each run's state folder (and say where)."),
     schema: bool = typer.Option(False, "--schema", help="Print the scenario JSON Schema and exit."),
     verbose: bool = typer.Option(False, "--verbose", "-v", help="Show the logs of each scenario's system."),
 ) -> None:
-    """Run benchmark scenarios on the real system and judge them from the event stream; exit 1 if any fails."""
+    """Run benchmark scenarios on the real system and judge them from the event stream.
+
+    A scenario passes only if at least one check was evaluated and none failed. Nothing evaluated: "not evaluated". Some checks not evaluated, none failed: "partial", passed only with --allow-partial.
+
+    Exit codes: 0 every scenario passed; 1 a scenario failed or its run broke; 2 a scenario file unreadable or invalid (the others still run) or nothing to run; 3 nothing failed, but something was not evaluated. The lowest that applies wins.
+    """  # noqa: E501 (one line per paragraph, so that the help wraps it to the terminal)
     if schema:
         print(json.dumps(scenario_json_schema(), indent=2))
         return
     judge_settings = _run_user_facing(lambda: _settings(ctx))
     if not verbose:  # every scenario starts and stops a system: its routine logs would bury the progress bar
         logging.getLogger().setLevel(max(logging.WARNING, logging.getLogger().level))
-    loaded = [
-        scenario
-        for scenario in _run_user_facing(lambda: [load_scenario(p) for p in _scenario_files(paths or [], domain)])
-        if domain is None or scenario.scenario.domain == domain
-    ]
-    if not loaded:
+    files, missing = _scenario_files(paths or [], domain)
+    entries: list[LoadedScenario | ScenarioResult] = [*missing, *_load_all(files, domain)]
+    if not entries:
         err_console.print("no scenarios to run")
         raise typer.Exit(2)
-    results = _run_async(lambda: _bench(loaded, judge_settings, keep_state))
-    console.print(_bench_summary(results))
+    runnable = [entry for entry in entries if isinstance(entry, LoadedScenario)]
+    ran = iter(_run_async(lambda: _bench(runnable, judge_settings, keep_state)) if runnable else [])
+    results = [entry if isinstance(entry, ScenarioResult) else next(ran) for entry in entries]
+    console.print(_bench_summary(results, allow_partial))
     for result in results:
         _print_problems(result)
-    failed = [r for r in results if not r.passed]
-    console.print(f"{len(results) - len(failed)} passed, {len(failed)} failed")
+    console.print(summary_line(results, allow_partial))
     if json_out:
-        write_json(results, json_out)
+        write_json(results, json_out, allow_partial)
     if junit_out:
-        write_junit(results, junit_out)
-    if failed:
-        raise typer.Exit(1)
+        write_junit(results, junit_out, allow_partial)
+    code = exit_code(results, allow_partial)
+    if code:
+        raise typer.Exit(code)
 
 
 async def _bench(loaded: list[LoadedScenario], judge_settings: Settings, keep_state: bool) -> list[ScenarioResult]:

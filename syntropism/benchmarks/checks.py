@@ -28,6 +28,7 @@ class CheckResult:
     status: Status
     reason: str
     event: EventJson | None = None
+    details: dict[str, Any] | None = None  # what more a check recorded (the judge: model, scores, rationales)
 
     @property
     def passed(self) -> bool:

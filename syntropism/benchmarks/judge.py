@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import httpx
@@ -35,19 +36,39 @@ def judge_prompt(scenario: Scenario, events: Sequence[EventJson]) -> str:
     )
 
 
-def parse_verdict(text: str, criteria_count: int) -> list[float]:
-    """The scores, one per criterion, from the model's answer; ValueError when it is not such an answer."""
+@dataclass(frozen=True)
+class Score:
+    criterion: int  # 1-based, as the prompt numbers them
+    score: float
+    rationale: str  # the model's "why", as it gave it ("" when it gave none)
+
+
+def parse_judgement(text: str, criteria_count: int) -> list[Score]:
+    """One score (with the model's rationale) per criterion, in criterion order, from the model's answer;
+    ValueError when it is not such an answer."""
     try:
         answer = json.loads(FENCE.sub("", text.strip()))
-        scores = [float(entry["score"]) for entry in answer["scores"]]
-    except (ValueError, KeyError, TypeError) as exc:
+        entries = list(answer["scores"])
+        scores = [float(entry["score"]) for entry in entries]
+        whys = [str(entry.get("why") or entry.get("rationale") or "") for entry in entries]
+        numbers = [entry.get("criterion") for entry in entries]
+    except (ValueError, KeyError, TypeError, AttributeError) as exc:
         raise ValueError(f"the judge's answer is not the JSON asked for: {text[:200]!r}") from exc
     if len(scores) != criteria_count or not all(0 <= s <= 1 for s in scores):
         raise ValueError(f"the judge gave {len(scores)} scores in 0..1 for {criteria_count} criteria: {scores}")
-    return scores
+    if sorted(n for n in numbers if isinstance(n, int)) != list(range(1, criteria_count + 1)):
+        numbers = list(range(1, criteria_count + 1))  # not numbered (or not numbered right): taken in order
+    return sorted((Score(n, s, w) for n, s, w in zip(numbers, scores, whys, strict=True)), key=lambda x: x.criterion)
+
+
+def parse_verdict(text: str, criteria_count: int) -> list[float]:
+    """The scores, one per criterion, from the model's answer; ValueError when it is not such an answer."""
+    return [score.score for score in parse_judgement(text, criteria_count)]
 
 
 async def judge_run(scenario: Scenario, events: Sequence[EventJson], settings: Settings | None) -> CheckResult:
+    """The judge's check: passed or failed by the mean score against the threshold, recording the model that
+    answered and each criterion's score and rationale (``details``); not evaluated without a verdict."""
     judge = scenario.validation.judge
     assert judge is not None
     name = f"judge ({len(judge.criteria)} criteria, threshold {judge.pass_threshold})"
@@ -65,11 +86,23 @@ async def judge_run(scenario: Scenario, events: Sequence[EventJson], settings: S
         async with httpx.AsyncClient(timeout=settings.llm_timeout_seconds) as client:
             response = await client.post(url, json=body, headers=headers)
         response.raise_for_status()
-        scores = parse_verdict(response.json()["choices"][0]["message"]["content"], len(judge.criteria))
+        answer = response.json()
+        scores = parse_judgement(answer["choices"][0]["message"]["content"], len(judge.criteria))
     except (httpx.HTTPError, ValueError, KeyError, IndexError, TypeError) as exc:
         return CheckResult(name, "not_evaluated", f"no verdict from the judge at {url}: {exc}")
-    mean = sum(scores) / len(scores)
-    verdict = f"mean score {mean:.2f} (scores {', '.join(f'{s:.2f}' for s in scores)})"
+    answered_by = answer.get("model") if isinstance(answer.get("model"), str) else None
+    mean = sum(s.score for s in scores) / len(scores)
+    details = {
+        "model": answered_by or model,
+        "requested_model": model,
+        "mean": round(mean, 6),
+        "pass_threshold": judge.pass_threshold,
+        "criteria": [
+            {"criterion": judge.criteria[s.criterion - 1], "score": s.score, "rationale": s.rationale} for s in scores
+        ],
+    }
+    by = f" by {details['model']}" if details["model"] else ""
+    verdict = f"mean score {mean:.2f} (scores {', '.join(f'{s.score:.2f}' for s in scores)}){by}"
     if mean >= judge.pass_threshold:
-        return CheckResult(name, "passed", verdict)
-    return CheckResult(name, "failed", f"{verdict} is below the threshold {judge.pass_threshold}")
+        return CheckResult(name, "passed", verdict, details=details)
+    return CheckResult(name, "failed", f"{verdict} is below the threshold {judge.pass_threshold}", details=details)

@@ -82,6 +82,12 @@ class StepLog:
     outcome: str
 
 
+# A scenario's verdict. ``passed``: at least one check evaluated, none failed. ``partial``: none failed, some not
+# evaluated (passed only with ``allow_partial``). ``not_evaluated``: no check evaluated at all. ``failed``: a check
+# failed. ``error``: the run itself broke. ``unreadable``: the scenario file could not be loaded, nothing ran.
+STATUSES = ("passed", "failed", "partial", "not_evaluated", "error", "unreadable")
+
+
 @dataclass
 class ScenarioResult:
     scenario_id: str
@@ -94,14 +100,42 @@ class ScenarioResult:
     events: list[EventJson] = field(default_factory=list)
     seconds: float = 0.0
     error: str | None = None  # the run itself broke (not a check): set up, a step, the runtime
+    unreadable: bool = False  # the file could not be loaded (``error`` says which field and why); nothing ran
+
+    @classmethod
+    def of_unreadable(cls, path: Path, reason: str) -> ScenarioResult:
+        """An errored entry for a scenario file that could not be read or is not a valid scenario."""
+        return cls(path.stem, "(unreadable)", "unreadable", str(path), "", error=reason, unreadable=True)
 
     @property
-    def passed(self) -> bool:
-        return self.error is None and not any(check.status == "failed" for check in self.checks)
+    def evaluated(self) -> int:
+        """Checks that were judged (passed or failed)."""
+        return self.count("passed") + self.count("failed")
 
     @property
     def status(self) -> str:
-        return "error" if self.error else "passed" if self.passed else "failed"
+        if self.unreadable:
+            return "unreadable"
+        if self.error:
+            return "error"
+        if self.count("failed"):
+            return "failed"
+        if not self.evaluated:
+            return "not_evaluated"
+        return "partial" if self.count("not_evaluated") else "passed"
+
+    @property
+    def passed(self) -> bool:
+        """Passed outright: something was evaluated, nothing failed, nothing left unevaluated."""
+        return self.status == "passed"
+
+    def passes(self, allow_partial: bool = False) -> bool:
+        """Counts as passed: ``passed``, or ``partial`` when partial verdicts are allowed."""
+        return self.status == "passed" or (allow_partial and self.status == "partial")
+
+    def unjudged(self, allow_partial: bool = False) -> bool:
+        """Nothing failed, yet it does not count as passed because something was not evaluated."""
+        return self.status == "not_evaluated" or (not allow_partial and self.status == "partial")
 
     @property
     def execution_seconds(self) -> float:
@@ -111,7 +145,12 @@ class ScenarioResult:
     def count(self, status: str) -> int:
         return sum(check.status == status for check in self.checks)
 
-    def as_json(self) -> dict[str, Any]:
+    def not_evaluated_reasons(self) -> list[str]:
+        if not self.checks:
+            return ["the scenario has no checks"]
+        return [f"{c.check}: {c.reason}" for c in self.checks if c.status == "not_evaluated"]
+
+    def as_json(self, allow_partial: bool = False) -> dict[str, Any]:
         return {
             "scenario_id": self.scenario_id,
             "name": self.name,
@@ -119,12 +158,21 @@ class ScenarioResult:
             "path": self.path,
             "run_id": self.run_id,
             "status": self.status,
+            "counted_as_passed": self.passes(allow_partial),
             "error": self.error,
             "seconds": round(self.seconds, 3),
             "events": len(self.events),
             "execution_seconds": round(self.execution_seconds, 3),
+            "checks_evaluated": self.evaluated,
+            "checks_not_evaluated": self.count("not_evaluated"),
             "checks": [
-                {"check": c.check, "status": c.status, "reason": c.reason, "event_id": (c.event or {}).get("event_id")}
+                {
+                    "check": c.check,
+                    "status": c.status,
+                    "reason": c.reason,
+                    "event_id": (c.event or {}).get("event_id"),
+                    **({"details": c.details} if c.details is not None else {}),
+                }
                 for c in self.checks
             ],
             "steps": [{"index": s.index, "step": s.step, "outcome": s.outcome} for s in self.steps],

@@ -69,3 +69,86 @@ def test_domain_selects_the_shipped_scenarios_of_one_domain(tmp_path: Path) -> N
     assert result.returncode == 0, result.stdout + result.stderr
     assert "rl001" in result.stdout and "rl002" in result.stdout and "er001" not in result.stdout
     assert "2 passed, 0 failed" in result.stdout
+
+
+def scenario_file(folder: Path, scenario_id: str, validation: dict, steps: list | None = None) -> Path:
+    """A scenario in the current format, with no agents: the market clears, nothing else happens."""
+    path = folder / f"{scenario_id}.json"
+    scenario = {"scenario_id": scenario_id, "name": f"{scenario_id} scenario", "domain": "tests"}
+    path.write_text(json.dumps({**scenario, "steps": steps or [], "validation": validation}))
+    return path
+
+
+JUDGE_ONLY = {"judge": {"criteria": ["the market stayed calm"]}}  # not evaluated: no model is configured
+CYCLE_SEEN = {"required_events": [{"type": "scheduler.cycle_completed"}]}
+ONE_CYCLE = [{"do": "cycles", "count": 1}]
+
+
+def test_a_scenario_with_nothing_evaluated_is_not_passed_and_exits_3(tmp_path: Path) -> None:
+    path = scenario_file(tmp_path, "ne1", JUDGE_ONLY)
+    result = bench(str(path), "--json", "out.json", "--junit", "out.xml", "--allow-partial", cwd=tmp_path)
+    assert result.returncode == 3, result.stdout + result.stderr
+    assert "0 passed, 0 failed, 1 not evaluated, 0 partial; 1 checks not evaluated" in result.stdout
+    assert "NOT EVALUATED" in result.stdout
+    report = json.loads((tmp_path / "out.json").read_text())
+    assert (report["passed"], report["not_evaluated"], report["counted_as_passed"], report["exit_code"]) == (0, 1, 0, 3)
+    [entry] = report["results"]
+    assert entry["status"] == "not_evaluated" and not entry["counted_as_passed"]
+    assert (entry["checks_evaluated"], entry["checks_not_evaluated"]) == (0, 1)
+    suite = ElementTree.parse(tmp_path / "out.xml").getroot().find("testsuite")
+    assert suite is not None and suite.get("skipped") == "2" and suite.get("failures") == "0"
+    verdict = suite.find("testcase[@name='verdict']/skipped")
+    assert verdict is not None, ElementTree.tostring(suite)
+    message = verdict.get("message", "")
+    assert message.startswith("not evaluated: judge (1 criteria") and "no model configured" in message
+
+
+def test_a_partial_scenario_passes_only_with_allow_partial(tmp_path: Path) -> None:
+    path = scenario_file(tmp_path, "pa1", {**CYCLE_SEEN, **JUDGE_ONLY}, ONE_CYCLE)
+    strict = bench(str(path), "--json", "strict.json", "--junit", "strict.xml", cwd=tmp_path)
+    assert strict.returncode == 3, strict.stdout + strict.stderr
+    assert "0 passed, 0 failed, 0 not evaluated, 1 partial; 1 checks not evaluated" in strict.stdout
+    entry = json.loads((tmp_path / "strict.json").read_text())["results"][0]
+    assert (entry["status"], entry["counted_as_passed"]) == ("partial", False)
+    assert (entry["checks_evaluated"], entry["checks_not_evaluated"]) == (1, 1)
+    verdict = ElementTree.parse(tmp_path / "strict.xml").getroot().find("testsuite/testcase[@name='verdict']/skipped")
+    assert verdict is not None and verdict.get("message", "").startswith("partial")
+
+    allowed = bench(str(path), "--allow-partial", "--json", "allowed.json", "--junit", "allowed.xml", cwd=tmp_path)
+    assert allowed.returncode == 0, allowed.stdout + allowed.stderr
+    assert "1 partial (counted as passed); 1 checks not evaluated" in allowed.stdout
+    report = json.loads((tmp_path / "allowed.json").read_text())
+    assert (report["counted_as_passed"], report["checks_not_evaluated"], report["exit_code"]) == (1, 1, 0)
+    assert report["results"][0]["status"] == "partial" and report["results"][0]["counted_as_passed"]
+    suite = ElementTree.parse(tmp_path / "allowed.xml").getroot().find("testsuite")
+    assert suite is not None and suite.find("testcase[@name='verdict']") is None and suite.get("skipped") == "1"
+
+
+def test_a_folder_with_a_broken_file_runs_the_rest_and_reports_it(tmp_path: Path) -> None:
+    folder = tmp_path / "scenarios"
+    folder.mkdir()
+    scenario_file(folder, "a_good", CYCLE_SEEN, ONE_CYCLE)
+    broken = scenario_file(folder, "b_broken", {"judge": {}})
+    (folder / "c_garbage.json").write_text("{ not json")
+    scenario_file(folder, "d_good", CYCLE_SEEN, ONE_CYCLE)
+    result = bench(
+        str(folder), str(tmp_path / "nowhere.json"), "--json", "out.json", "--junit", "out.xml", cwd=tmp_path
+    )
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert "2 passed, 0 failed, 0 not evaluated, 0 partial, 3 unreadable" in result.stdout
+    assert f"{broken}: unreadable, not run: {broken}: validation.judge.criteria: Field required" in result.stdout
+    report = json.loads((tmp_path / "out.json").read_text())
+    statuses = {Path(r["path"]).name: r["status"] for r in report["results"]}
+    assert statuses == {
+        "nowhere.json": "unreadable",
+        "a_good.json": "passed",
+        "b_broken.json": "unreadable",
+        "c_garbage.json": "unreadable",
+        "d_good.json": "passed",
+    }
+    bad = next(r for r in report["results"] if r["path"] == str(broken))
+    assert bad["error"] == f"{broken}: validation.judge.criteria: Field required"
+    suites = {s.get("name"): s for s in ElementTree.parse(tmp_path / "out.xml").getroot().iter("testsuite")}
+    error = suites[str(broken)].find("testcase[@name='load']/error")
+    assert error is not None and "validation.judge.criteria: Field required" in error.get("message", "")
+    assert suites["tests.a_good"].get("errors") == "0"

@@ -11,7 +11,10 @@ from typing import Any
 
 import pytest
 
-from syntropism.benchmarks.checks import FinalObservation, check_events, check_final_state, satisfies
+from syntropism.benchmarks.checks import CheckResult, FinalObservation, check_events, check_final_state, satisfies
+from syntropism.benchmarks.judge import parse_judgement
+from syntropism.benchmarks.report import exit_code, summary_line
+from syntropism.benchmarks.runner import ScenarioResult
 from syntropism.benchmarks.scenario import (
     SCHEMA_FILE,
     FinalState,
@@ -230,3 +233,63 @@ def test_er001_is_the_full_market_cycle() -> None:
     for needed in ("economy.credits_locked", "scheduler.resources_allocated", "economy.credits_burned"):
         assert needed in types
     assert types.index("economy.credits_burned") < types.index("market.price_discovered")
+
+
+# --- verdicts --------------------------------------------------------------------------------------------------
+
+
+def verdict(*statuses: str, error: str | None = None) -> ScenarioResult:
+    result = ScenarioResult("s1", "s1", "tests", None, "run", error=error)
+    result.checks = [CheckResult(f"check {i}", status, "why") for i, status in enumerate(statuses)]  # type: ignore[arg-type]
+    return result
+
+
+@pytest.mark.parametrize(
+    ("statuses", "status", "passes", "passes_if_partial_allowed"),
+    [
+        (("passed", "passed"), "passed", True, True),
+        (("passed", "failed", "not_evaluated"), "failed", False, False),
+        (("not_evaluated", "not_evaluated"), "not_evaluated", False, False),
+        ((), "not_evaluated", False, False),
+        (("passed", "not_evaluated"), "partial", False, True),
+    ],
+)
+def test_a_scenario_passes_only_if_something_was_evaluated_and_nothing_failed(
+    statuses: tuple[str, ...], status: str, passes: bool, passes_if_partial_allowed: bool
+) -> None:
+    result = verdict(*statuses)
+    assert result.status == status
+    assert result.passed is passes and result.passes() is passes
+    assert result.passes(allow_partial=True) is passes_if_partial_allowed
+    assert result.as_json()["checks_evaluated"] == sum(s in ("passed", "failed") for s in statuses)
+    assert result.as_json()["checks_not_evaluated"] == statuses.count("not_evaluated")
+
+
+def test_a_run_that_broke_is_an_error_and_an_unreadable_file_its_own_entry() -> None:
+    assert verdict("passed", error="step 1 timed out").status == "error"
+    unreadable = ScenarioResult.of_unreadable(
+        Path("x/bad.json"), "x/bad.json: validation.judge.criteria: Field required"
+    )
+    assert unreadable.status == "unreadable" and not unreadable.passes(allow_partial=True)
+    assert unreadable.as_json()["error"] == "x/bad.json: validation.judge.criteria: Field required"
+
+
+def test_the_exit_code_a_failure_then_an_unreadable_file_then_anything_not_evaluated() -> None:
+    passed, partial, nothing = verdict("passed"), verdict("passed", "not_evaluated"), verdict("not_evaluated")
+    failed, broke = verdict("failed"), verdict("passed", error="broke")
+    unreadable = ScenarioResult.of_unreadable(Path("bad.json"), "bad.json: a scenario is a JSON object")
+    assert exit_code([passed]) == 0
+    assert exit_code([passed, partial]) == 3 and exit_code([passed, partial], allow_partial=True) == 0
+    assert exit_code([passed, nothing], allow_partial=True) == 3
+    assert exit_code([passed, nothing, unreadable]) == 2
+    assert exit_code([failed, unreadable, nothing]) == 1 and exit_code([broke, unreadable]) == 1
+    line = summary_line([passed, failed, nothing, partial, unreadable])
+    assert line == "1 passed, 1 failed, 1 not evaluated, 1 partial, 1 unreadable; 2 checks not evaluated"
+
+
+def test_the_judges_answer_gives_each_criterions_score_and_rationale() -> None:
+    answer = {"scores": [{"criterion": 2, "score": 0.25, "why": "it overpaid"}, {"criterion": 1, "score": 1}]}
+    scores = parse_judgement(f"```json\n{json.dumps(answer)}\n```", 2)
+    assert [(s.criterion, s.score, s.rationale) for s in scores] == [(1, 1.0, ""), (2, 0.25, "it overpaid")]
+    with pytest.raises(ValueError, match=r"1 scores in 0\.\.1 for 2 criteria"):
+        parse_judgement(json.dumps({"scores": [{"score": 1}]}), 2)
