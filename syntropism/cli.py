@@ -30,7 +30,7 @@ from sqlalchemy import func, select
 
 from syntropism.api.server import OPERATOR_TOKEN_FILE
 from syntropism.benchmarks.report import exit_code, summary_line, write_json, write_junit
-from syntropism.benchmarks.runner import BenchmarkRunner, ScenarioResult
+from syntropism.benchmarks.runner import REPOSITORY, BenchmarkRunner, ScenarioResult
 from syntropism.benchmarks.scenario import (
     LoadedScenario,
     ScenarioError,
@@ -611,14 +611,26 @@ def _bench_summary(results: list[ScenarioResult], allow_partial: bool) -> Table:
         status = STATUS_STYLE[r.status]
         if r.status == "partial" and allow_partial:
             status = "[green]partial[/] (allowed)"
+        scenario = r.scenario_id if r.seed is None else f"{r.scenario_id} (seed {r.seed})"
         table.add_row(
-            r.scenario_id, r.name, status, checks, str(r.count("not_evaluated")),
+            scenario, r.name, status, checks, str(r.count("not_evaluated")),
             str(len(r.events)), f"{r.seconds:.1f}",
         )  # fmt: skip
     return table
 
 
+def _agent_program(agent: Path) -> str:
+    """The agent under test's program, found as a scenario's is (the working folder, then the repository)."""
+    found = next((p for p in (agent, REPOSITORY / agent) if p.exists()), None)
+    if found is None:
+        err_console.print(f"--agent {agent}: no such file or folder (nor in {REPOSITORY})")
+        raise typer.Exit(2)
+    return str(found.resolve())
+
+
 def _print_problems(result: ScenarioResult) -> None:
+    if result.subject and result.subject.get("note"):
+        console.print(f"[yellow]{result.scenario_id}[/]: {result.subject['note']}", soft_wrap=True)
     if result.unreadable:
         console.print(f"[red]{result.path}[/]: unreadable, not run: {result.error}", soft_wrap=True)
     elif result.error:
@@ -643,6 +655,15 @@ def bench(
     allow_partial: bool = typer.Option(
         False, "--allow-partial", help="Count a partial scenario (none failed, some not evaluated) as passed."
     ),
+    repeat: int = typer.Option(
+        1, "--repeat", min=1, help="Run each scenario this many times (seeds --seed, --seed + 1, …): pass@1, pass^k."
+    ),
+    seed: int | None = typer.Option(
+        None, "--seed", help="Every agent's SYNTROPISM_SEED for the first run (default 0 when repeating)."
+    ),
+    agent: Path | None = typer.Option(
+        None, "--agent", help="The agent under test (a file or folder, any language): run as each scenario's subject."
+    ),
     keep_state: bool = typer.Option(False, "--keep-state", help="Keep each run's state folder (and say where)."),
     schema: bool = typer.Option(False, "--schema", help="Print the scenario JSON Schema and exit."),
     verbose: bool = typer.Option(False, "--verbose", "-v", help="Show the logs of each scenario's system."),
@@ -659,17 +680,22 @@ def bench(
     judge_settings = _run_user_facing(lambda: _settings(ctx))
     if not verbose:  # every scenario starts and stops a system: its routine logs would bury the progress bar
         logging.getLogger().setLevel(max(logging.WARNING, logging.getLogger().level))
+    agent_program = _agent_program(agent) if agent is not None else None
     files, missing = _scenario_files(paths or [], domain)
     entries: list[LoadedScenario | ScenarioResult] = [*missing, *_load_all(files, domain)]
     if not entries:
         err_console.print("no scenarios to run")
         raise typer.Exit(2)
     runnable = [entry for entry in entries if isinstance(entry, LoadedScenario)]
-    ran = iter(_run_async(lambda: _bench(runnable, judge_settings, keep_state)) if runnable else [])
-    results = [entry if isinstance(entry, ScenarioResult) else next(ran) for entry in entries]
+    bench_all = lambda: _bench(runnable, judge_settings, keep_state, repeat, seed, agent_program)  # noqa: E731
+    ran = iter(_run_async(bench_all) if runnable else [])
+    results = [run for entry in entries for run in ([entry] if isinstance(entry, ScenarioResult) else next(ran))]
     console.print(_bench_summary(results, allow_partial))
     for result in results:
         _print_problems(result)
+    if agent_program is not None:
+        used = sum(bool(r.subject and r.subject["agent_under_test"]) for r in results)
+        console.print(f"agent under test {agent_program}: the subject of {used} of {len(results)} scenario run(s)")
     console.print(summary_line(results, allow_partial))
     if json_out:
         write_json(results, json_out, allow_partial)
@@ -680,16 +706,24 @@ def bench(
         raise typer.Exit(code)
 
 
-async def _bench(loaded: list[LoadedScenario], judge_settings: Settings, keep_state: bool) -> list[ScenarioResult]:
+async def _bench(
+    loaded: list[LoadedScenario],
+    judge_settings: Settings,
+    keep_state: bool,
+    repeat: int,
+    seed: int | None,
+    agent: str | None = None,
+) -> list[list[ScenarioResult]]:
+    """Each scenario's runs (``repeat`` of them), in order."""
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
     with Progress(*columns, console=err_console, transient=True) as progress:
-        task = progress.add_task("scenarios", total=len(loaded))
-        async with BenchmarkRunner(keep_state=keep_state, judge_settings=judge_settings) as runner:
+        task = progress.add_task("scenarios", total=len(loaded) * repeat)
+        async with BenchmarkRunner(keep_state=keep_state, judge_settings=judge_settings, agent=agent) as runner:
             results = []
             for scenario in loaded:
                 progress.update(task, description=f"{scenario.scenario.scenario_id}: {scenario.scenario.name}")
-                results.append(await runner.run(scenario))
-                progress.advance(task)
+                runs = await runner.run_many([scenario], lambda _: progress.advance(task), repeat=repeat, seed=seed)
+                results.append(runs)
             if keep_state:
                 err_console.print(f"state kept in {runner.work_dir}")
     return results

@@ -103,6 +103,10 @@ class Settings(BaseSettings):
         Decimal(1), ge=0, description="W_un, credits per Understandable point."
     )
 
+    seed: int | None = Field(
+        None, description="Handed to every agent as SYNTROPISM_SEED (a seeded benchmark run); unset: none."
+    )
+
     # Starter population (a fresh state folder only).
     starter_agents: int = Field(6, ge=0, description="Reference agents a fresh economy starts with.")
     starter_grant: Decimal = Field(Decimal(100), ge=0, description="Credits each starter agent is granted.")

@@ -1,10 +1,11 @@
 """Zero-intelligence bidder (Gode & Sunder): a random bundle at a random price within its means.
 
 Markets of such traders still find prices near equilibrium: the institution, not the trader, does the work.
-Seeded by its agent id and run count, so a run is reproducible.
+Seeded by its agent id, run count and the run's SYNTROPISM_SEED (if any), so a run is reproducible.
 """
 
 import json
+import os
 import random
 from decimal import Decimal
 from pathlib import Path
@@ -23,7 +24,7 @@ def main() -> None:
     state = json.loads(STATE.read_text() or "{}")
     runs = state.get("runs", 0)
     with SystemService() as service:
-        rng = random.Random(f"{service.agent_id}-{runs}")
+        rng = random.Random(f"{service.agent_id}-{runs}-{os.environ.get('SYNTROPISM_SEED', '')}")
         busy_work(rng)
         available = service.balance().available
         bundle = {

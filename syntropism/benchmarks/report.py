@@ -4,6 +4,7 @@ code that sums them up."""
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -45,17 +46,57 @@ def summary(results: Sequence[ScenarioResult], allow_partial: bool = False) -> d
     }
 
 
+def reliability(results: Sequence[ScenarioResult], allow_partial: bool = False) -> dict[str, Any] | None:
+    """pass@1 and pass^k (τ-bench's reliability) of repeated (seeded) runs; None when no scenario ran more than
+    once.
+
+    Per scenario with ``n`` runs of which ``c`` passed: pass@1 = c / n, and pass^k = C(c, k) / C(n, k) — the chance
+    that ``k`` runs drawn from its ``n`` all pass — with ``k`` the fewest runs any scenario had (every one, when
+    all ran ``--repeat k`` times). The totals are the means over scenarios."""
+    runs: dict[str, list[ScenarioResult]] = {}
+    for result in results:
+        if result.seed is not None and not result.unreadable:  # repeated runs are seeded runs
+            runs.setdefault(result.path or result.scenario_id, []).append(result)
+    if not runs or all(len(group) == 1 for group in runs.values()):
+        return None
+    k = min(len(group) for group in runs.values())
+    scenarios = {}
+    for group in runs.values():
+        n, c = len(group), sum(r.passes(allow_partial) for r in group)
+        scenarios[group[0].scenario_id] = {
+            "runs": n,
+            "passed": c,
+            "seeds": [r.seed for r in group],
+            "pass_at_1": c / n,
+            "pass_hat_k": math.comb(c, k) / math.comb(n, k),
+        }
+    return {
+        "k": k,
+        "pass_at_1": sum(s["pass_at_1"] for s in scenarios.values()) / len(scenarios),
+        "pass_hat_k": sum(s["pass_hat_k"] for s in scenarios.values()) / len(scenarios),
+        "scenarios": scenarios,
+    }
+
+
 def summary_line(results: Sequence[ScenarioResult], allow_partial: bool = False) -> str:
     """E.g. ``9 passed, 1 failed, 1 not evaluated, 0 partial; 3 checks not evaluated``."""
     s = summary(results, allow_partial)
     partial = f"{s['partial']} partial" + (" (counted as passed)" if allow_partial and s["partial"] else "")
     line = f"{s['passed']} passed, {s['failed']} failed, {s['not_evaluated']} not evaluated, {partial}"
     line += "".join(f", {s[k]} {k}" for k in ("error", "unreadable") if s[k])
-    return f"{line}; {s['checks_not_evaluated']} checks not evaluated"
+    line = f"{line}; {s['checks_not_evaluated']} checks not evaluated"
+    repeated = reliability(results, allow_partial)
+    if repeated is not None:
+        line += f"; pass@1 {repeated['pass_at_1']:.2f}, pass^{repeated['k']} {repeated['pass_hat_k']:.2f}"
+    return line
 
 
 def write_json(results: Sequence[ScenarioResult], path: Path, allow_partial: bool = False) -> None:
-    document = {**summary(results, allow_partial), "results": [r.as_json(allow_partial) for r in results]}
+    document = {
+        **summary(results, allow_partial),
+        "reliability": reliability(results, allow_partial),
+        "results": [r.as_json(allow_partial) for r in results],
+    }
     path.write_text(json.dumps(document, indent=2) + "\n")
 
 
@@ -67,6 +108,8 @@ def write_junit(results: Sequence[ScenarioResult], path: Path, allow_partial: bo
     for result in results:
         verdict_skipped = result.unjudged(allow_partial)
         name = result.path or result.scenario_id if result.unreadable else f"{result.domain}.{result.scenario_id}"
+        if result.seed is not None:
+            name += f"#seed{result.seed}"  # each repeated run its own suite
         suite = ElementTree.SubElement(
             root,
             "testsuite",

@@ -101,6 +101,9 @@ class ScenarioResult:
     seconds: float = 0.0
     error: str | None = None  # the run itself broke (not a check): set up, a step, the runtime
     unreadable: bool = False  # the file could not be loaded (``error`` says which field and why); nothing ran
+    seed: int | None = None  # the run's SYNTROPISM_SEED, when seeded (``--seed``, ``--repeat``)
+    attempt: int = 1  # which of the scenario's repeated runs this is
+    subject: dict[str, Any] | None = None  # the agent under test: its id, the program run, and whence it came
 
     @classmethod
     def of_unreadable(cls, path: Path, reason: str) -> ScenarioResult:
@@ -157,6 +160,9 @@ class ScenarioResult:
             "domain": self.domain,
             "path": self.path,
             "run_id": self.run_id,
+            "seed": self.seed,
+            "attempt": self.attempt,
+            "subject": self.subject,
             "status": self.status,
             "counted_as_passed": self.passes(allow_partial),
             "error": self.error,
@@ -275,6 +281,19 @@ def program_files(spec: AgentSpec, scenario_path: Path | None) -> tuple[dict[str
     return files, entry
 
 
+def subject_of(loaded: LoadedScenario, agent: str | None) -> dict[str, Any] | None:
+    """What the result records of the agent under test: which agent was the subject and which program ran as
+    it (``agent_under_test``: the ``--agent`` one, or the scenario's default); or, with ``--agent`` given to a
+    scenario without a subject slot, that it was not used. None when neither applies."""
+    spec = loaded.scenario.initial_state.subject
+    if spec is None:
+        if agent is None:
+            return None
+        note = f"the scenario has no subject slot: the agent under test ({agent}) was not used"
+        return {"agent_id": None, "program": None, "agent_under_test": False, "note": note}
+    return {"agent_id": spec.agent_id, "program": agent or spec.program, "agent_under_test": agent is not None}
+
+
 class BenchmarkRunner:
     """Runs scenarios, each isolated; ``async with BenchmarkRunner() as runner: await runner.run(loaded)``."""
 
@@ -285,11 +304,13 @@ class BenchmarkRunner:
         work_dir: Path | None = None,
         keep_state: bool = False,
         judge_settings: Settings | None = None,
+        agent: str | None = None,
     ) -> None:
         self.nats_url = nats_url
         self.work_dir = work_dir
         self.keep_state = keep_state
         self.judge_settings = judge_settings
+        self.agent = agent  # the agent under test (``--agent``): run as each scenario's subject
         self._own_work_dir = False
         self._nats: EmbeddedNatsServer | None = None
 
@@ -309,11 +330,18 @@ class BenchmarkRunner:
         if self._own_work_dir and not self.keep_state and self.work_dir is not None:
             shutil.rmtree(self.work_dir, ignore_errors=True)
 
-    async def run(self, loaded: LoadedScenario) -> ScenarioResult:
+    async def run(self, loaded: LoadedScenario, *, seed: int | None = None, attempt: int = 1) -> ScenarioResult:
+        """One isolated run of ``loaded``; ``seed`` becomes every agent's SYNTROPISM_SEED."""
         scenario = loaded.scenario
         run_id = f"bench-{scenario.scenario_id}-{uuid.uuid4().hex[:10]}"
         result = ScenarioResult(
-            scenario.scenario_id, scenario.name, scenario.domain, str(loaded.path) if loaded.path else None, run_id
+            scenario.scenario_id,
+            scenario.name,
+            scenario.domain,
+            str(loaded.path) if loaded.path else None,
+            run_id,
+            seed=seed,
+            attempt=attempt,
         )
         result.checks += [
             CheckResult(f"older form: {part}", "not_evaluated", "cannot be mapped onto the current format")
@@ -331,14 +359,26 @@ class BenchmarkRunner:
         return result
 
     async def run_many(
-        self, scenarios: Sequence[LoadedScenario], on_result: Callable[[ScenarioResult], None] | None = None
+        self,
+        scenarios: Sequence[LoadedScenario],
+        on_result: Callable[[ScenarioResult], None] | None = None,
+        *,
+        repeat: int = 1,
+        seed: int | None = None,
     ) -> list[ScenarioResult]:
+        """Each scenario ``repeat`` times, with seeds ``seed``, ``seed + 1``, … (none when ``seed`` is None and
+        there is one run; from 0 when repeating without one), scenario by scenario."""
+        if repeat < 1:
+            raise ValueError(f"repeat must be at least 1, got {repeat}")
+        first = seed if seed is not None or repeat == 1 else 0
         results = []
         for loaded in scenarios:
-            result = await self.run(loaded)
-            results.append(result)
-            if on_result is not None:
-                on_result(result)
+            for attempt in range(1, repeat + 1):
+                run_seed = None if first is None else first + attempt - 1
+                result = await self.run(loaded, seed=run_seed, attempt=attempt)
+                results.append(result)
+                if on_result is not None:
+                    on_result(result)
         return results
 
 
@@ -353,6 +393,7 @@ class _Run:
         self.runtime: Runtime | None = None
         self.collector: EventCollector | None = None
         self.http: httpx.AsyncClient | None = None
+        self.result.subject = subject_of(loaded, runner.agent)
 
     async def execute(self) -> None:
         observed: FinalObservation | None = None
@@ -410,6 +451,7 @@ class _Run:
                 "database_url": f"sqlite:///{(self.state_dir / 'syntropism.db').resolve()}",
                 "nats_url": self.runner.nats_url,
                 "correlation_id": self.run_id,
+                **({"seed": self.result.seed} if self.result.seed is not None else {}),  # --seed over the file's
                 "api_host": "127.0.0.1",
                 "api_port": 0,
                 "operator_token": secrets.token_urlsafe(24),
@@ -456,6 +498,8 @@ class _Run:
 
     async def _create_agents(self) -> None:
         for spec in self.scenario.initial_state.agents:
+            if spec.subject and self.runner.agent is not None:  # the agent under test in the subject's place
+                spec = spec.model_copy(update={"program": self.runner.agent, "entry_point": None})
             files, entry_point = program_files(spec, self.loaded.path)
             body = {
                 "agent_id": spec.agent_id,

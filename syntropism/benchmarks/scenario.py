@@ -251,11 +251,18 @@ class AgentSpec(Model):
     program: str | None = None
     entry_point: str | None = Field(None, description="The program folder's file to run; default main.py/main.sh")
     actions: list[Action] | None = None
+    subject: bool = Field(
+        False,
+        description="The agent under test: `syntropism bench --agent PATH` runs PATH in its place; its program "
+        "is the default (at most one per scenario)",
+    )
 
     @model_validator(mode="after")
     def _one_behaviour(self) -> AgentSpec:
         if self.program is not None and self.actions is not None:
             raise ValueError(f"agent {self.agent_id}: give a program or actions, not both")
+        if self.subject and self.program is None:
+            raise ValueError(f"agent {self.agent_id}: the subject needs a program, run when no --agent is given")
         return self
 
 
@@ -287,7 +294,15 @@ class InitialState(Model):
         ids = [agent.agent_id for agent in self.agents]
         if len(ids) != len(set(ids)):
             raise ValueError(f"agent ids repeat: {sorted({i for i in ids if ids.count(i) > 1})}")
+        subjects = [agent.agent_id for agent in self.agents if agent.subject]
+        if len(subjects) > 1:
+            raise ValueError(f"only one agent may be the subject; marked: {subjects}")
         return self
+
+    @property
+    def subject(self) -> AgentSpec | None:
+        """The agent under test (``"subject": true``), if the scenario has that slot."""
+        return next((agent for agent in self.agents if agent.subject), None)
 
 
 # --- steps -----------------------------------------------------------------------------------------------------

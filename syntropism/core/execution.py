@@ -386,6 +386,8 @@ class ExecutionManager:
         }
         if launch.agent_socket:
             env["SYSTEM_SERVICE_SOCKET"] = launch.agent_socket  # inside the sandbox, the only way out
+        if self.settings.seed is not None:
+            env["SYNTROPISM_SEED"] = str(self.settings.seed)  # a seeded run: agents that draw lots seed with it
         return env
 
     def _record_start(self, running: _Running) -> None:

@@ -152,3 +152,67 @@ def test_a_folder_with_a_broken_file_runs_the_rest_and_reports_it(tmp_path: Path
     error = suites[str(broken)].find("testcase[@name='load']/error")
     assert error is not None and "validation.judge.criteria: Field required" in error.get("message", "")
     assert suites["tests.a_good"].get("errors") == "0"
+
+
+SEED_PROGRAM = """import os
+from syntropism.sdk import SystemService
+
+with SystemService() as service:
+    service.send(service.agent_id, f"seed {os.environ.get('SYNTROPISM_SEED')}")
+"""
+SEEDED_SCENARIO = {
+    "scenario_id": "seeded",
+    "name": "The run's seed reaches the agent",
+    "domain": "test",
+    "description": "passes only when the agent was given seed 7",
+    "initial_state": {"agents": [{"agent_id": "seeded", "balance": "10", "program": "seed.py"}]},
+    "steps": [
+        {
+            "do": "bid",
+            "agent": "seeded",
+            "bundle": {"cpu_percent": "0.5", "memory_percent": "0.05", "duration_seconds": 5},
+            "amount": "1",
+        },
+        {"do": "cycles", "count": 1},
+    ],
+    "validation": {"required_events": [{"type": "social.message_sent", "where": {"data.body": "seed 7"}}]},
+}
+
+
+def test_repeats_run_with_successive_seeds_and_report_pass_at_1_and_pass_hat_k(tmp_path: Path) -> None:
+    (tmp_path / "seed.py").write_text(SEED_PROGRAM)
+    (tmp_path / "seeded.json").write_text(json.dumps(SEEDED_SCENARIO))
+    result = bench(
+        "seeded.json", "--repeat", "2", "--seed", "7", "--json", "out.json", "--junit", "out.xml", cwd=tmp_path
+    )
+    assert result.returncode == 1, result.stdout + result.stderr  # the run with seed 8 fails
+    assert "pass@1 0.50, pass^2 0.00" in result.stdout, result.stdout
+    report = json.loads((tmp_path / "out.json").read_text())
+    assert [(r["seed"], r["attempt"], r["status"]) for r in report["results"]] == [(7, 1, "passed"), (8, 2, "failed")]
+    assert report["reliability"]["k"] == 2
+    assert report["reliability"]["scenarios"]["seeded"] == {
+        "runs": 2, "passed": 1, "seeds": [7, 8], "pass_at_1": 0.5, "pass_hat_k": 0.0,
+    }  # fmt: skip
+    suites = [s.get("name") for s in ElementTree.parse(tmp_path / "out.xml").getroot().iter("testsuite")]
+    assert suites == ["test.seeded#seed7", "test.seeded#seed8"]
+
+
+def test_agent_runs_the_agent_under_test_as_each_scenarios_subject(tmp_path: Path) -> None:
+    [ab001] = [p for p in shipped_scenarios("agent_benchmark") if p.stem == "ab001"]
+    er008 = shipped_scenarios("economic_reasoning")[-1]
+    result = bench("--agent", "agents/curl_bidder", str(ab001), str(er008), "--json", "out.json", cwd=tmp_path)
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert "1 passed, 1 failed" in result.stdout
+    assert (
+        'ab001 failed forbidden_events: market.bid_rejected where agent_id="trader", '
+        'data.reason="insufficient_funds": forbidden event present: market.bid_rejected agent=trader '
+        "(reason=insufficient_funds, amount=0.500000)"
+    ) in result.stdout
+    program = str((Path(__file__).parents[2] / "agents" / "curl_bidder").resolve())
+    assert f"er008: the scenario has no subject slot: the agent under test ({program}) was not used" in result.stdout
+    subjects = {r["scenario_id"]: r["subject"] for r in json.loads((tmp_path / "out.json").read_text())["results"]}
+    assert subjects["ab001"] == {"agent_id": "trader", "program": program, "agent_under_test": True}
+    assert subjects["er008"]["agent_under_test"] is False and subjects["er008"]["program"] is None
+
+    missing = bench("--agent", "no/such/agent", str(er008), cwd=tmp_path)
+    assert missing.returncode == 2 and "--agent no/such/agent: no such file or folder" in missing.stderr

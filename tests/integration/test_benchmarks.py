@@ -48,7 +48,7 @@ async def test_every_shipped_scenario_passes(runner: BenchmarkRunner) -> None:
     assert not problems, problems
     assert all(r.count("passed") >= 1 and r.count("not_evaluated") == 0 for r in results)
     domains = {r.domain for r in results}
-    assert {"economic_reasoning", "resource_limits", "agent_lifecycle"} <= domains
+    assert {"economic_reasoning", "resource_limits", "agent_lifecycle", "agent_benchmark"} <= domains
 
 
 def _swap_two_steps(v: dict[str, Any]) -> None:
@@ -263,3 +263,44 @@ async def test_an_agent_program_is_found_beside_the_scenario_and_run(runner: Ben
     path.write_text(json.dumps(scenario))
     result = await runner.run(load_scenario(path))
     assert result.passed, (result.error, result.checks)
+
+
+AB001, AB002 = shipped_scenarios("agent_benchmark")[:2]
+RECKLESS = (  # stakes everything it has on every run
+    "from syntropism.sdk import SystemService\n"
+    "with SystemService() as service:\n"
+    "    bundle = {'cpu_percent': '0.5', 'memory_percent': '0.1', 'duration_seconds': '3'}\n"
+    "    service.bid(bundle, service.balance().available, key=service.execution_id)\n"
+)
+
+
+async def test_the_agent_under_test_runs_as_the_subject_and_is_judged(runner: BenchmarkRunner, tmp_path: Path) -> None:
+    (tmp_path / "reckless.py").write_text(RECKLESS)
+    runner.agent = str(tmp_path / "reckless.py")
+    result = await runner.run(load_scenario(AB002))
+    assert result.status == "failed"
+    assert result.subject == {"agent_id": "worker", "program": runner.agent, "agent_under_test": True}
+    failed = {c.check: c.reason for c in result.checks if c.status == "failed"}
+    staked = 'forbidden_events: market.bid_placed where agent_id="worker", data.amount={">": "25"}'
+    assert failed[staked].startswith("forbidden event present: market.bid_placed agent=worker (amount=95.000000")
+
+    runner.agent = "agents/curl_bidder"  # a fixed bid of 0.5 whatever it holds: rejected once it is down to 0
+    result = await runner.run(load_scenario(AB001))
+    failed = {c.check: c.reason for c in result.checks if c.status == "failed"}
+    overdrawn = 'forbidden_events: market.bid_rejected where agent_id="trader", data.reason="insufficient_funds"'
+    assert failed[overdrawn].startswith("forbidden event present: market.bid_rejected agent=trader"), failed
+    assert failed["final_state: trader.available"] == 'expected {">": "0"}, got 0'
+
+    runner.agent = "agents/conservative"  # prices its bids and keeps to a tenth of what it holds
+    for path in (AB001, AB002):
+        result = await runner.run(load_scenario(path))
+        assert result.passed, (result.error, result.checks)
+        assert result.subject is not None and result.subject["program"] == "agents/conservative"
+
+
+async def test_a_scenario_without_a_subject_slot_runs_unchanged_and_says_so(runner: BenchmarkRunner) -> None:
+    runner.agent = "agents/curl_bidder"
+    result = await runner.run(load_scenario(shipped_scenarios("economic_reasoning")[-1]))  # er008
+    assert result.passed, (result.error, result.checks)
+    assert result.subject is not None and result.subject["agent_under_test"] is False
+    assert "no subject slot: the agent under test (agents/curl_bidder) was not used" in result.subject["note"]

@@ -13,7 +13,7 @@ import pytest
 
 from syntropism.benchmarks.checks import CheckResult, FinalObservation, check_events, check_final_state, satisfies
 from syntropism.benchmarks.judge import parse_judgement
-from syntropism.benchmarks.report import exit_code, summary_line
+from syntropism.benchmarks.report import exit_code, reliability, summary_line
 from syntropism.benchmarks.runner import ScenarioResult
 from syntropism.benchmarks.scenario import (
     SCHEMA_FILE,
@@ -293,3 +293,21 @@ def test_the_judges_answer_gives_each_criterions_score_and_rationale() -> None:
     assert [(s.criterion, s.score, s.rationale) for s in scores] == [(1, 1.0, ""), (2, 0.25, "it overpaid")]
     with pytest.raises(ValueError, match=r"1 scores in 0\.\.1 for 2 criteria"):
         parse_judgement(json.dumps({"scores": [{"score": 1}]}), 2)
+
+
+def test_pass_hat_k_is_the_chance_that_k_runs_all_pass() -> None:
+    def run(scenario: str, passed: bool, seed: int) -> ScenarioResult:
+        check = CheckResult("required x", "passed" if passed else "failed", "")
+        return ScenarioResult(scenario, scenario, "d", f"{scenario}.json", "r", checks=[check], seed=seed)
+
+    results = [run("a", p, s) for s, p in enumerate([True, True, False, True])]
+    results += [run("b", True, s) for s in range(4)]
+    assert reliability(results[:1]) is None, "one run of each scenario: nothing to say about reliability"
+    report = reliability(results)
+    assert report is not None and report["k"] == 4
+    assert report["scenarios"]["a"]["pass_at_1"] == 0.75 and report["scenarios"]["a"]["pass_hat_k"] == 0.0
+    assert report["scenarios"]["b"]["pass_hat_k"] == 1.0
+    assert report["pass_at_1"] == (0.75 + 1) / 2 and report["pass_hat_k"] == 0.5
+    # k below the runs: C(3, 2) / C(4, 2) = 3 / 6 of the pairs of a's runs both passed
+    uneven = reliability([*results, run("c", True, 0), run("c", False, 1)])
+    assert uneven is not None and uneven["k"] == 2 and uneven["scenarios"]["a"]["pass_hat_k"] == 0.5

@@ -294,3 +294,22 @@ def test_every_shipped_scenario_loads_unchanged() -> None:
         assert upgrade_legacy(raw) == (raw, []), path  # the current form: no mapping at all
         loaded = load_scenario(path)
         assert loaded.not_evaluated == [] and loaded.scenario == Scenario.model_validate(raw), path
+
+
+def test_one_subject_with_a_default_program_per_scenario() -> None:
+    def with_agents(*agents: dict[str, Any]) -> dict[str, Any]:
+        return {**BASE, "initial_state": {"agents": list(agents)}, "validation": {}}
+
+    loaded = parse_scenario(with_agents({"agent_id": "a", "program": "agents/conservative", "subject": True}))
+    subject = loaded.scenario.initial_state.subject
+    assert subject is not None and (subject.agent_id, subject.program) == ("a", "agents/conservative")
+    assert parse_scenario(with_agents({"agent_id": "a", "actions": []})).scenario.initial_state.subject is None
+    with pytest.raises(ScenarioError, match="only one agent may be the subject; marked: \\['a', 'b'\\]"):
+        parse_scenario(
+            with_agents(
+                {"agent_id": "a", "program": "agents/conservative", "subject": True},
+                {"agent_id": "b", "program": "agents/poet", "subject": True},
+            )
+        )
+    with pytest.raises(ScenarioError, match="the subject needs a program"):
+        parse_scenario(with_agents({"agent_id": "a", "actions": [], "subject": True}))
