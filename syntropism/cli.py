@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import functools
 import json
 import logging
 import signal
@@ -687,7 +688,7 @@ def bench(
         err_console.print("no scenarios to run")
         raise typer.Exit(2)
     runnable = [entry for entry in entries if isinstance(entry, LoadedScenario)]
-    bench_all = lambda: _bench(runnable, judge_settings, keep_state, repeat, seed, agent_program)  # noqa: E731
+    bench_all = functools.partial(_bench, runnable, judge_settings, keep_state, repeat, seed, agent_program)
     ran = iter(_run_async(bench_all) if runnable else [])
     results = [run for entry in entries for run in ([entry] if isinstance(entry, ScenarioResult) else next(ran))]
     console.print(_bench_summary(results, allow_partial))
