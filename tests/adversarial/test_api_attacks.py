@@ -3,12 +3,15 @@ callers, a replay that changes the beneficiary, an operator reward that would sc
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
 import pytest
+from sqlalchemy import select
 
+from syntropism.infra.tables import Message
 from tests.support.api import Api, running_api
 
 BUNDLE = {"cpu_percent": "0.1", "duration_seconds": 1}
@@ -72,3 +75,35 @@ def test_an_operator_reward_for_a_prompt_scores_it_once(api: Api) -> None:
     other = api.admin("POST", "/admin/reward", "r3", json={"agent_id": "bob", "prompt_id": prompt_id, **scores})
     assert reason(other) == (404, "not_found"), "a prompt of alice's cannot mint for bob"
     assert api.services.ledger.balance("alice").available == minted_once
+
+
+@pytest.mark.parametrize(
+    "params",
+    [{"limit": 0}, {"limit": 10**6}, {"limit": "many"}, {"after": "x" * 65}],
+    ids=["zero", "huge", "text", "long"],
+)
+def test_hostile_inbox_pages_are_refused_and_deliver_nothing(api: Api, params: dict[str, object]) -> None:
+    assert api.call("POST", "/social/message", "bob", "m", json={"to_agent": "alice", "body": "hi"}).status_code == 200
+    before = api.snapshot()
+    refused = api.call("GET", "/social/inbox", "alice", params=params)
+    assert reason(refused) == (422, "invalid_input"), refused.text
+    assert api.snapshot() == before
+    with api.services.database.reader() as session:
+        assert session.scalar(select(Message.delivered_execution_id)) is None, "nothing was handed over"
+
+
+def test_one_execution_cannot_crowd_the_service(tmp_path: Path) -> None:
+    """Far more requests at once than an execution may have waiting: the surplus is refused with 429 at once
+    (before any work), the rest are served, and another agent is served meanwhile."""
+    with running_api(tmp_path / "crowd", requests_queued_per_execution=4, requests_per_second_per_execution=5) as api:
+        crowd = api.as_agent("alice")
+
+        async def flood() -> tuple[list[int], int]:
+            async with httpx.AsyncClient(base_url=api.url, timeout=30) as client:
+                answers = asyncio.gather(*(client.get("/economic/balance", headers=crowd) for _ in range(40)))
+                other = await client.get("/economic/balance", headers=api.as_agent("bob"))
+                return [r.status_code for r in await answers], other.status_code
+
+        statuses, other = asyncio.run(flood())
+        assert other == 200
+        assert set(statuses) == {200, 429} and statuses.count(200) >= 6, statuses  # served: in flight + queued
