@@ -11,7 +11,7 @@ from __future__ import annotations
 import hmac
 import threading
 from collections.abc import AsyncIterator
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from typing import Annotated, Any, NamedTuple
 
 from fastapi import APIRouter, Depends, FastAPI, Header, Query, Request, Response
@@ -124,8 +124,8 @@ class Services:
     intelligence: IntelligenceService
     attention: AttentionService
     tokens: TokenLookup
+    turns: FairTurns
     executions: ExecutionManager | None = None
-    turns: FairTurns = field(default_factory=lambda: FairTurns(capacity=2, per_execution=2, queued=64))
 
     @classmethod
     def build(
@@ -141,13 +141,13 @@ class Services:
             IntelligenceService(database, settings),
             AttentionService(database, settings),
             TokenLookup(database),
-            executions,
             FairTurns(
                 settings.agent_requests_in_flight,
                 settings.requests_in_flight_per_execution,
                 settings.requests_queued_per_execution,
                 settings.requests_per_second_per_execution,
             ),
+            executions,
         )
 
 

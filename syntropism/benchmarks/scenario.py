@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import math
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from decimal import Decimal
 from pathlib import Path
@@ -550,15 +551,26 @@ def _legacy_steps(steps: Any, skipped: list[str]) -> list[Any]:
     if not isinstance(steps, list):
         skipped.append("top-level field 'steps' (not a list)")
         return []
+    return _valid_items(
+        steps,
+        _STEP,
+        lambda index, step: f"step {index} ({(step.get('do') if isinstance(step, dict) else step)!r}) cannot be done",
+        skipped,
+    )
+
+
+def _valid_items(
+    items: list[Any], adapter: TypeAdapter[Any], name: Callable[[int, Any], str], skipped: list[str]
+) -> list[Any]:
+    """The items ``adapter`` accepts; each other one is listed in ``skipped`` by ``name`` with why."""
     kept = []
-    for index, step in enumerate(steps, start=1):
+    for index, item in enumerate(items, start=1):
         try:
-            _STEP.validate_python(step)
+            adapter.validate_python(item)
         except ValidationError as exc:
-            what = step.get("do") if isinstance(step, dict) else step
-            skipped.append(f"step {index} ({what!r}) cannot be done: {_error(exc)}")
+            skipped.append(f"{name(index, item)}: {_error(exc)}")
             continue
-        kept.append(step)
+        kept.append(item)
     return kept
 
 
@@ -579,16 +591,12 @@ def _legacy_state(state: dict[str, Any], skipped: list[str]) -> dict[str, Any]:
     if mapped or "prices" in state:
         state["prices"] = {**mapped, **(state.get("prices") if isinstance(state.get("prices"), dict) else {})}
     if isinstance(state.get("agents"), list):
-        agents = []
-        for agent in state["agents"]:
-            try:
-                _AGENT.validate_python(agent)
-            except ValidationError as exc:
-                who = agent.get("agent_id") if isinstance(agent, dict) else agent
-                skipped.append(f"initial agent {who!r}: {_error(exc)}")
-                continue
-            agents.append(agent)
-        state["agents"] = agents
+        state["agents"] = _valid_items(
+            state["agents"],
+            _AGENT,
+            lambda _, agent: f"initial agent {(agent.get('agent_id') if isinstance(agent, dict) else agent)!r}",
+            skipped,
+        )
     for key in list(state):
         if key not in InitialState.model_fields:
             skipped.append(f"initial_state field {key!r}")

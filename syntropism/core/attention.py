@@ -67,10 +67,10 @@ class PromptView:
 
 
 class AttentionService:
-    def __init__(self, database: Database, settings: Settings, workspaces: Workspaces | None = None) -> None:
+    def __init__(self, database: Database, settings: Settings) -> None:
         self.database = database
         self.settings = settings
-        self.workspaces = workspaces or Workspaces(settings.effective_workspace_root, settings.state_dir / "archive")
+        self.workspaces = Workspaces.of(settings)
 
     def cost_ms(self, text: str) -> int:
         """What reading ``text`` takes of the human, in attention-milliseconds."""

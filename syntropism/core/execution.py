@@ -133,7 +133,7 @@ class ExecutionManager:
         self.sandbox = sandbox
         self.service_socket = service_socket
         self.correlation_id = correlation_id
-        self.workspaces = Workspaces(settings.effective_workspace_root, settings.state_dir / "archive")
+        self.workspaces = Workspaces.of(settings)
         self.running: dict[str, _Running] = {}
         self.ended: OrderedDict[str, Outcome] = OrderedDict()  # the latest outcomes, newest last
         self._tasks: set[asyncio.Task[None]] = set()

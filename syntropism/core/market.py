@@ -131,6 +131,7 @@ class MarketManager:
         self.database = database
         self.settings = settings
         self._rejections = RejectionBudget()
+        self._min_bid_micros = economy.parse_amount(settings.min_bid, "min_bid")
 
     # --- bids ---------------------------------------------------------------------------------------------
 
@@ -218,9 +219,10 @@ class MarketManager:
 
     def _check_minimum(self, request: BidRequest) -> None:
         """Every pending bid is a row each cycle reads and an event it writes: a bid is at least ``min_bid``."""
-        minimum = economy.parse_amount(self.settings.min_bid, "min_bid")
-        if request.amount_micros < minimum:
-            raise BidRejected("bid_too_small", f"a bid is at least {from_micros(minimum)} credits (min_bid)")
+        if request.amount_micros < self._min_bid_micros:
+            raise BidRejected(
+                "bid_too_small", f"a bid is at least {from_micros(self._min_bid_micros)} credits (min_bid)"
+            )
 
     def _check_pending_cap(self, session: Session, agent_id: str) -> None:
         """An agent may have ``max_pending_bids_per_agent`` pending bids at once."""

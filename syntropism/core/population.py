@@ -68,7 +68,7 @@ def seed_population(
         raise FileNotFoundError(f"the reference agents are not at {agents_dir}: run from a checkout of the project")
     rng = random.Random(seed)
     market = MarketManager(database, settings)
-    workspaces = Workspaces(settings.effective_workspace_root, settings.state_dir / "archive")
+    workspaces = Workspaces.of(settings)
     chosen = [STARTERS[i] if i < len(STARTERS) else STARTERS[0] for i in range(agents)]
     names = _names(chosen)
     thinker = next((name for name, s in zip(names, chosen, strict=True) if s.kind == "thinker"), None)

@@ -82,10 +82,10 @@ class InboxPage:
 
 
 class SocialService:
-    def __init__(self, database: Database, settings: Settings, workspaces: Workspaces | None = None) -> None:
+    def __init__(self, database: Database, settings: Settings) -> None:
         self.database = database
         self.settings = settings
-        self.workspaces = workspaces or Workspaces(settings.effective_workspace_root, settings.state_dir / "archive")
+        self.workspaces = Workspaces.of(settings)
 
     def workspace_of(self, agent_id: str) -> Path:
         return self.workspaces.path_of(agent_id)

@@ -29,6 +29,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path, PurePosixPath
 
+from syntropism.config import Settings
 from syntropism.domain.errors import Refused
 from syntropism.domain.identity import check_agent_id
 
@@ -114,6 +115,11 @@ class Workspaces:
     def __init__(self, root: Path, archive_dir: Path) -> None:
         self.root = root
         self.archive_dir = archive_dir
+
+    @classmethod
+    def of(cls, settings: Settings) -> Workspaces:
+        """The workspaces of ``settings``' economy: ``workspace_root``, archives under ``state/archive``."""
+        return cls(settings.effective_workspace_root, settings.state_dir / "archive")
 
     def path_of(self, agent_id: str) -> Path:
         """The workspace folder of a validly named agent (it may not exist yet)."""
