@@ -43,16 +43,16 @@ BUNDLE = {"cpu_percent": "0.001", "duration_seconds": 1}
 
 def serve(state_dir: Path, overrides: dict[str, object]) -> None:
     """The server process: one funded agent with a running execution; prints the port and token, then serves."""
-    from syntropism.api.app import Services, create_app
+    from syntropism.api.app import create_app
     from syntropism.api.server import ApiServer
     from syntropism.config import Settings
     from syntropism.core.execution import hash_token
-    from syntropism.core.runtime import Runtime
     from syntropism.domain import economy as E
     from syntropism.domain.models import time_ordered_id
     from syntropism.infra.agents import register_agent
     from syntropism.infra.database import Database
     from syntropism.infra.tables import Execution
+    from syntropism.runtime import Runtime, build_services
 
     settings = Settings(state_dir=state_dir, operator_token="bench", **(UNBOUNDED | overrides))
     database = Database(settings.effective_database_url)
@@ -67,7 +67,7 @@ def serve(state_dir: Path, overrides: dict[str, object]) -> None:
                 tokens_ppm=1_000_000, attention_ppm=0, duration_ms=3_600_000, token_hash=hash_token(token),
             )
         )  # fmt: skip
-    services = Services.build(database, settings, "bench")
+    services = build_services(database, settings, "bench")
     services.ledger.execute(E.grant("bencher", 10**9, idempotency_key="funds"))
 
     async def run() -> None:

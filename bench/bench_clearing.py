@@ -28,8 +28,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from syntropism.config import Settings
 from syntropism.core.allocation import AllocationScheduler
 from syntropism.core.market import MarketManager
-from syntropism.core.scheduler import FIRST_PRICE, PPM, RESOURCES, BidBook, clear_market
 from syntropism.domain import economy
+from syntropism.domain.clearing import FIRST_PRICE, PPM, RESOURCES, BidBook, clear_market
 from syntropism.domain.events import BidOutcome, BidProcessed, BidProcessedData
 from syntropism.domain.models import Resource, from_micros
 from syntropism.infra.agents import register_agent

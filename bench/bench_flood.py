@@ -47,7 +47,7 @@ from bench_intelligence import upstream_server  # the fake OpenAI-compatible ups
 
 from syntropism.config import Settings
 from syntropism.core.execution import Outcome
-from syntropism.core.runtime import Runtime
+from syntropism.runtime import Runtime
 
 TARGET_RATIO = 2.0  # under the flood, at most this many times the quiet figure
 TARGET_RSS_GROWTH_MIB = 100.0  # the runtime's growth while the flood lasts, whatever the flooder sends

@@ -29,7 +29,6 @@ from rich.prompt import Prompt as RichPrompt
 from rich.table import Table
 from sqlalchemy import func, select
 
-from syntropism.api.server import OPERATOR_TOKEN_FILE
 from syntropism.benchmarks.report import exit_code, summary_line, write_json, write_junit
 from syntropism.benchmarks.runner import REPOSITORY, BenchmarkRunner, ScenarioResult
 from syntropism.benchmarks.scenario import (
@@ -44,7 +43,6 @@ from syntropism.core.allocation import CycleReport
 from syntropism.core.attention import AttentionService
 from syntropism.core.market import MarketManager
 from syntropism.core.population import seed_population
-from syntropism.core.runtime import Runtime, open_bus
 from syntropism.domain import economy
 from syntropism.domain.errors import Refused
 from syntropism.domain.models import credits_text, from_micros
@@ -55,10 +53,11 @@ from syntropism.infra.host import host_checks
 from syntropism.infra.ledger import Ledger
 from syntropism.infra.nats_bus import BusUnavailable, EventBus, ReceivedEvent
 from syntropism.infra.outbox import OutboxRelay
-from syntropism.infra.state_dir import StateDirBusy
+from syntropism.infra.state_dir import OPERATOR_TOKEN_FILE, StateDirBusy
 from syntropism.infra.tables import Execution, Prompt
 from syntropism.infra.telemetry import setup_tracing
 from syntropism.live import LiveView
+from syntropism.runtime import Runtime, open_bus
 
 app = typer.Typer(
     help="Syntropism: a market-governed runtime for autonomous agents.", no_args_is_help=True, add_completion=False

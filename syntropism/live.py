@@ -19,10 +19,10 @@ from rich.text import Text
 from sqlalchemy import select
 
 from syntropism.core.allocation import CycleReport
-from syntropism.core.runtime import Runtime
 from syntropism.domain.models import Resource, credits_text
 from syntropism.infra.agents import standings
 from syntropism.infra.tables import OutboxEvent, Prompt
+from syntropism.runtime import Runtime
 
 SPARKS = "▁▂▃▄▅▆▇█"
 HISTORY = 30

@@ -1,4 +1,5 @@
-"""Every refusal is JSON ``{error, reason, detail}`` with the status DESIGN §6 gives its kind."""
+"""Every refusal is JSON ``{error, reason, detail}``: the status is its :class:`~syntropism.domain.errors.Reason`'s
+(one table, in the domain), the ``error`` the kind of that status (DESIGN §6)."""
 
 from __future__ import annotations
 
@@ -30,34 +31,6 @@ KINDS = {
     503: "unavailable",
 }
 
-# A refusal's reason code → its status; anything else the domain refuses is bad input (422).
-STATUS_OF_REASON = {
-    "insufficient_funds": 402,
-    "quota_exceeded": 402,
-    "unknown_agent": 404,
-    "not_found": 404,
-    "unknown_bid": 404,
-    "forbidden": 403,
-    "idempotency_conflict": 409,
-    "not_pending": 409,
-    "agent_exists": 409,
-    "agent_dead": 409,
-    "already_scored": 409,
-    "expired": 409,
-    "workspace_exists": 409,
-    "too_many_bids": 429,
-    "inbox_full": 429,
-    "too_large": 413,
-}
-
-
-class ApiError(Exception):
-    def __init__(self, status: int, reason: str, detail: str) -> None:
-        super().__init__(detail)
-        self.status = status
-        self.reason = reason
-        self.detail = detail
-
 
 def error_response(status: int, reason: str, detail: str, headers: dict[str, str] | None = None) -> JSONResponse:
     body = {"error": KINDS.get(status, "error"), "reason": reason, "detail": detail}
@@ -65,14 +38,11 @@ def error_response(status: int, reason: str, detail: str, headers: dict[str, str
 
 
 def install_error_handlers(app: FastAPI) -> None:
-    @app.exception_handler(ApiError)
-    async def _api_error(_request: Request, exc: ApiError) -> JSONResponse:
-        headers = {"WWW-Authenticate": "Bearer"} if exc.status == 401 else None
-        return error_response(exc.status, exc.reason, exc.detail, headers)
-
-    @app.exception_handler(Refused)  # ledger, market, social and attention refusals alike
+    @app.exception_handler(Refused)  # the API's own, and the ledger's, market's, social and attention refusals
     async def _refused(_request: Request, exc: Refused) -> JSONResponse:
-        return error_response(STATUS_OF_REASON.get(exc.reason, 422), exc.reason, exc.detail)
+        status = exc.reason.status
+        headers = {"WWW-Authenticate": "Bearer"} if status == 401 else None
+        return error_response(status, exc.reason, exc.detail, headers)
 
     @app.exception_handler(InferenceRefused)
     async def _inference_refused(_request: Request, exc: InferenceRefused) -> JSONResponse:

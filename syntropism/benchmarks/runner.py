@@ -54,7 +54,6 @@ from syntropism.benchmarks.scenario import (
     WaitForStep,
 )
 from syntropism.config import Settings
-from syntropism.core.runtime import Runtime
 from syntropism.domain import economy
 from syntropism.domain.errors import Refused
 from syntropism.domain.events import parse_event
@@ -62,6 +61,7 @@ from syntropism.infra.database import Database
 from syntropism.infra.embedded_nats import EmbeddedNatsServer
 from syntropism.infra.nats_bus import EventBus
 from syntropism.infra.tables import OutboxEvent
+from syntropism.runtime import Runtime
 
 log = logging.getLogger(__name__)
 SCRIPTED_AGENT = Path(__file__).with_name("scripted_agent.py")

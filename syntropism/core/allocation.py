@@ -26,8 +26,8 @@ from sqlalchemy.orm import Session
 from syntropism.config import Settings
 from syntropism.core.lifecycle import LIVE_EXECUTIONS, settle_dormancy
 from syntropism.core.market import MarketManager
-from syntropism.core.scheduler import PPM, RESOURCES, BidBook, ClearingResult, Mechanism, clear_market
 from syntropism.domain import economy
+from syntropism.domain.clearing import PPM, RESOURCES, BidBook, ClearingResult, Mechanism, clear_market
 from syntropism.domain.economy import LedgerError, Operation
 from syntropism.domain.events import (
     BidOutcome,

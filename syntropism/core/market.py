@@ -21,8 +21,8 @@ from sqlalchemy.orm import Session
 
 from syntropism.config import Settings
 from syntropism.core.lifecycle import settle_dormancy
-from syntropism.core.scheduler import PPM, RESOURCES, ClearingResult
 from syntropism.domain import economy
+from syntropism.domain.clearing import PPM, RESOURCES, ClearingResult
 from syntropism.domain.economy import LedgerError
 from syntropism.domain.events import (
     BidCancelled,

@@ -17,18 +17,22 @@ import hashlib
 import re
 from typing import Any
 
-from syntropism.domain.errors import Refused
+from syntropism.domain.errors import Reason, Refused
 
 AGENT_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$"
 MAX_AGENT_ID_LENGTH = 128
-RESERVED_AGENT_IDS = frozenset({"admin", "operator", "system", "starter", "judge", "mint", "burn", "spawn", "human"})
+# The system's own actors and the names its tools go by: an agent by one of these names could pass for them in an
+# event stream, a log or a benchmark report.
+RESERVED_AGENT_IDS = frozenset(
+    {"admin", "operator", "system", "starter", "judge", "mint", "burn", "spawn", "human", "bench", "lab", "relay"}
+)
 _PLAIN_NAME = re.compile(AGENT_ID_PATTERN)
 MAX_SCOPED_KEY_LENGTH = 200  # the idempotency key columns' width
 
 
 class InvalidAgentId(Refused):
     def __init__(self, detail: str) -> None:
-        super().__init__("invalid_agent_id", detail)
+        super().__init__(Reason.INVALID_AGENT_ID, detail)
 
 
 def check_agent_id(agent_id: Any) -> str:
@@ -46,24 +50,26 @@ def check_agent_id(agent_id: Any) -> str:
     return agent_id
 
 
+def scoped_key(caller: str, action: str, key: str) -> str:
+    """The one way a stored idempotency key is made: ``<caller>:<action>:<key>``, where ``caller`` is
+    ``agent:<id>``, ``operator`` or ``system``. Within the key columns' 200 characters; a caller's key too long for
+    that is replaced by its SHA-256 (distinct keys stay distinct)."""
+    prefix = f"{caller}:{action}:"
+    if len(prefix) + len(key) <= MAX_SCOPED_KEY_LENGTH:
+        return prefix + key
+    return f"{prefix}sha256:{hashlib.sha256(key.encode()).hexdigest()[:40]}"
+
+
 def agent_key(agent_id: str, action: str, key: str) -> str:
     """An agent's idempotency key for ``action`` (transfer, bid, spawn), in its own namespace."""
-    return _scoped(f"agent:{agent_id}:{action}:", key)
+    return scoped_key(f"agent:{agent_id}", action, key)
 
 
 def operator_key(action: str, key: str) -> str:
     """The operator's idempotency key, in a namespace no agent can reach."""
-    return _scoped(f"operator:{action}:", key)
+    return scoped_key("operator", action, key)
 
 
 def system_key(action: str, key: str) -> str:
     """The runtime's own keys (starter grants and bids)."""
-    return _scoped(f"system:{action}:", key)
-
-
-def _scoped(prefix: str, key: str) -> str:
-    """``prefix + key`` within the stored keys' 200 characters; a caller's key too long for that is replaced by
-    its SHA-256 (distinct keys stay distinct)."""
-    if len(prefix) + len(key) <= MAX_SCOPED_KEY_LENGTH:
-        return prefix + key
-    return f"{prefix}sha256:{hashlib.sha256(key.encode()).hexdigest()[:40]}"
+    return scoped_key("system", action, key)

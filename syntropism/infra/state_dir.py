@@ -8,11 +8,20 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import hashlib
 import json
 import os
+import secrets
+import stat
+import tempfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import IO
+
+from syntropism.config import Settings
+
+OPERATOR_TOKEN_FILE = "operator_token"
+MAX_SOCKET_PATH = 100
 
 
 class StateDirBusy(RuntimeError):
@@ -89,3 +98,38 @@ def read_runtime_info(state_dir: Path) -> RuntimeInfo | None:
         return RuntimeInfo(**json.loads((state_dir / "runtime.json").read_text()))
     except FileNotFoundError:
         return None
+
+
+def socket_path_for(settings: Settings) -> Path:
+    """``<state>/run/api.sock``; where that is longer than a Unix socket path may be (108 bytes), a short path
+    in a private folder under the temporary folder, named after the state folder. That folder must be this
+    user's own (mode 0700, not a link): another local user who made it first could otherwise swap the socket."""
+    path = (settings.state_dir / "run" / "api.sock").resolve()
+    if len(str(path)) < MAX_SOCKET_PATH:
+        return path
+    digest = hashlib.sha256(str(path).encode()).hexdigest()[:16]
+    folder = Path(tempfile.gettempdir()) / f"syntropism-{os.getuid()}-{digest}"
+    with contextlib.suppress(FileExistsError):
+        folder.mkdir(mode=0o700)
+    info = os.lstat(folder)
+    if not stat.S_ISDIR(info.st_mode) or info.st_uid != os.getuid() or stat.S_IMODE(info.st_mode) & 0o077:
+        raise PermissionError(
+            f"{folder} is not a private folder of this user (a link, another owner, or open to others); remove it, "
+            "or choose a shorter --state-dir so the socket lives inside it"
+        )
+    return folder / "api.sock"
+
+
+def operator_token(settings: Settings) -> str:
+    """The configured operator token, else the one kept in the state folder (made on first use, mode 0600)."""
+    if settings.operator_token:
+        return settings.operator_token
+    path = settings.state_dir / OPERATOR_TOKEN_FILE
+    if path.exists():
+        return path.read_text().strip()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    token = secrets.token_urlsafe(32)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as handle:
+        handle.write(token + "\n")
+    return token

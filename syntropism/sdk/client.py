@@ -26,7 +26,8 @@ from typing import Any, TypeVar
 import httpx
 from pydantic import BaseModel
 
-from syntropism.api.schemas import (
+from syntropism.domain.models import ResourceBundle
+from syntropism.schemas import (
     BalanceOut,
     BidOut,
     HistoryOut,
@@ -36,7 +37,6 @@ from syntropism.api.schemas import (
     ReceiptOut,
     SpawnOut,
 )
-from syntropism.domain.models import ResourceBundle
 
 M = TypeVar("M", bound=BaseModel)
 RETRIES = 3

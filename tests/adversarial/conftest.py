@@ -19,7 +19,7 @@ import pytest
 
 from syntropism.config import Settings
 from syntropism.core.execution import Outcome
-from syntropism.core.runtime import Runtime
+from syntropism.runtime import Runtime
 
 OPERATOR = "operator-secret"
 BUNDLE = {"cpu_percent": "0.5", "memory_percent": "0.1", "duration_seconds": 10}

@@ -20,7 +20,7 @@ import httpx
 import pytest
 
 from syntropism.core.allocation import AllocationScheduler
-from syntropism.core.scheduler import MAX_PRICE
+from syntropism.domain.clearing import MAX_PRICE
 from syntropism.domain.economy import MAX_AMOUNT_MICROS, MAX_JOURNAL_SEQ
 from syntropism.domain.models import Resource, from_micros
 from tests.support.api import OPERATOR, Api, running_api

@@ -17,9 +17,9 @@ import httpx
 import pytest
 from sqlalchemy import func, select
 
-from syntropism.api.schemas import InferenceIn
 from syntropism.core.intelligence import DEFAULT_MAX_TOKENS, prompt_token_bound
 from syntropism.infra.tables import Execution, OutboxEvent
+from syntropism.schemas import InferenceIn
 from tests.support.api import Api, running_api
 from tests.support.fake_llm import Calls, prompt_tokens
 from tests.support.waiting import eventually

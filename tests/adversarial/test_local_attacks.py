@@ -11,9 +11,8 @@ import nats
 import pytest
 from nats.errors import NoServersError
 
-from syntropism.api.server import socket_path_for
 from syntropism.config import Settings
-from syntropism.infra.state_dir import read_runtime_info
+from syntropism.infra.state_dir import read_runtime_info, socket_path_for
 from tests.adversarial.conftest import Economy
 
 

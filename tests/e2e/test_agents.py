@@ -13,8 +13,8 @@ import httpx
 
 from syntropism.config import Settings
 from syntropism.core.execution import Outcome
-from syntropism.core.runtime import Runtime, open_bus
 from syntropism.domain.events import TerminationReason
+from syntropism.runtime import Runtime, open_bus
 from tests.support.fake_llm import fake_llm
 from tests.support.waiting import eventually
 

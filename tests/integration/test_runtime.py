@@ -7,10 +7,10 @@ import threading
 from pathlib import Path
 
 from syntropism.config import Settings
-from syntropism.core.runtime import Runtime, open_bus
 from syntropism.domain import economy as E
 from syntropism.infra.agents import register_agent
 from syntropism.infra.ledger import Ledger
+from syntropism.runtime import Runtime, open_bus
 
 
 async def test_a_cycle_in_flight_at_stop_is_committed_and_relayed(tmp_path: Path) -> None:

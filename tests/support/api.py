@@ -14,7 +14,8 @@ import httpx
 from fastapi import FastAPI
 from sqlalchemy import func, select
 
-from syntropism.api.app import Services, create_app
+from syntropism.api.app import create_app
+from syntropism.api.dependencies import Services
 from syntropism.api.server import ApiServer
 from syntropism.config import Settings
 from syntropism.core.execution import hash_token
@@ -23,6 +24,7 @@ from syntropism.domain.models import time_ordered_id
 from syntropism.infra.agents import register_agent
 from syntropism.infra.database import Database
 from syntropism.infra.tables import Agent, Bid, Execution, Message, Transfer
+from syntropism.runtime import build_services
 
 
 @contextmanager
@@ -140,7 +142,7 @@ def running_api(state_dir: Path, **settings_overrides: Any) -> Iterator[Api]:
     with database.transaction() as session:
         for agent_id in ("alice", "bob"):
             register_agent(session, agent_id)
-    services = Services.build(database, settings, OPERATOR)
+    services = build_services(database, settings, OPERATOR)
     for agent_id in ("alice", "bob"):
         services.ledger.execute(E.grant(agent_id, 100, idempotency_key=f"grant-{agent_id}"))
     try:

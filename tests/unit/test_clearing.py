@@ -11,7 +11,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from syntropism.core.scheduler import (
+from syntropism.domain import economy as E
+from syntropism.domain.clearing import (
     CRITICAL_VALUE,
     FIRST_PRICE,
     MAX_PRICE,
@@ -23,7 +24,6 @@ from syntropism.core.scheduler import (
     clear_market,
     published_price,
 )
-from syntropism.domain import economy as E
 from syntropism.domain.models import Resource, ResourceBundle, from_micros
 
 D = Decimal

@@ -1,4 +1,9 @@
-"""The runtime: composes the database, the event bus and the outbox relay into one process.
+"""The composition root: the one place that builds the economy's parts and wires them together.
+
+Every way of running Syntropism — ``syntropism run``, the CLI's commands, the benchmark runner, the tests and,
+later, each separately started service — builds its parts here: :func:`build_relay`, :func:`build_services`,
+:func:`build_market` and :class:`Runtime`, which composes them all into one process. Nothing below this module
+(``core/``, ``infra/``, ``domain/``) knows the HTTP surface exists.
 
 Start order: own the state folder → migrate the database → start (or connect to) NATS → ensure the stream →
 relay. Stop order is the reverse, and the outbox is drained before NATS goes away, so a clean stop leaves no
@@ -17,22 +22,79 @@ import signal
 from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime
 
-from syntropism.api.app import Services, create_app
-from syntropism.api.server import ApiServer, operator_token, socket_path_for
+from syntropism.api.app import create_app
+from syntropism.api.dependencies import Services
+from syntropism.api.fairness import FairTurns
+from syntropism.api.server import ApiServer
 from syntropism.config import Settings
 from syntropism.core.allocation import AllocationScheduler, CycleReport
+from syntropism.core.attention import AttentionService
 from syntropism.core.execution import ExecutionManager
+from syntropism.core.intelligence import IntelligenceService
 from syntropism.core.market import MarketManager
+from syntropism.core.social import SocialService
 from syntropism.infra.database import Database
 from syntropism.infra.embedded_nats import EmbeddedNatsServer, redacted
+from syntropism.infra.ledger import Ledger
 from syntropism.infra.nats_bus import EventBus
 from syntropism.infra.outbox import OutboxRelay
 from syntropism.infra.sandbox import Sandbox
-from syntropism.infra.state_dir import RuntimeInfo, StateDirLock, read_runtime_info
+from syntropism.infra.state_dir import RuntimeInfo, StateDirLock, operator_token, read_runtime_info, socket_path_for
 from syntropism.infra.telemetry import setup_tracing
+from syntropism.infra.tokens import TokenLookup
 
 log = logging.getLogger(__name__)
 RELAY_TASK = "outbox-relay"
+
+
+def build_database(settings: Settings) -> Database:
+    return Database(settings.effective_database_url, sqlite_synchronous=settings.sqlite_synchronous)
+
+
+def build_relay(database: Database, bus: EventBus, settings: Settings) -> OutboxRelay:
+    """The outbox relay with every setting it takes: ``syntropism run`` and ``syntropism relay`` alike."""
+    return OutboxRelay(
+        database,
+        bus,
+        batch_size=settings.relay_batch_size,
+        poll_seconds=settings.relay_poll_seconds,
+        retention_seconds=settings.outbox_retention_seconds,
+        correlation_id=settings.correlation_id,
+    )
+
+
+def build_market(database: Database, settings: Settings) -> tuple[MarketManager, AllocationScheduler]:
+    market = MarketManager(database, settings)
+    return market, AllocationScheduler(database, settings, market, mechanism=settings.market_mechanism)
+
+
+def build_services(
+    database: Database,
+    settings: Settings,
+    operator_token: str,
+    executions: ExecutionManager | None = None,
+    market: MarketManager | None = None,
+) -> Services:
+    """What the System Service's endpoints work with. ``market`` is the runtime's own, so one market manager
+    (and its per-bidder rejection budget) serves both the clearing loop and the API."""
+    return Services(
+        database,
+        settings,
+        Ledger(database),
+        market if market is not None else MarketManager(database, settings),
+        SocialService(database, settings),
+        operator_token,
+        IntelligenceService(database, settings),
+        AttentionService(database, settings),
+        TokenLookup(database),
+        FairTurns(
+            settings.agent_requests_in_flight,
+            settings.requests_in_flight_per_execution,
+            settings.requests_queued_per_execution,
+            settings.requests_per_second_per_execution,
+        ),
+        executions,
+    )
 
 
 class Runtime:
@@ -41,12 +103,11 @@ class Runtime:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.lock = StateDirLock(settings.state_dir)
-        self.database = Database(settings.effective_database_url, sqlite_synchronous=settings.sqlite_synchronous)
+        self.database = build_database(settings)
         self.nats_server: EmbeddedNatsServer | None = None
         self.bus: EventBus | None = None
         self.relay: OutboxRelay | None = None
-        self.market = MarketManager(self.database, settings)
-        self.scheduler = AllocationScheduler(self.database, settings, self.market, mechanism=settings.market_mechanism)
+        self.market, self.scheduler = build_market(self.database, settings)
         self.executions: ExecutionManager | None = None
         self.services: Services | None = None
         self.api: ApiServer | None = None
@@ -72,14 +133,7 @@ class Runtime:
             nats_url = await self.nats_server.start()
         self.bus = await EventBus.connect(nats_url, self.settings)
         await self.bus.ensure_stream()
-        self.relay = OutboxRelay(
-            self.database,
-            self.bus,
-            batch_size=self.settings.relay_batch_size,
-            poll_seconds=self.settings.relay_poll_seconds,
-            retention_seconds=self.settings.outbox_retention_seconds,
-            correlation_id=self.settings.correlation_id,
-        )
+        self.relay = build_relay(self.database, self.bus, self.settings)
         self.relay.wake_on_commit(asyncio.get_running_loop())
         self._tasks.append(asyncio.create_task(self.relay.run(self._relay_stopping), name=RELAY_TASK))
         sandbox = await asyncio.to_thread(Sandbox.detect, self.settings.sandbox_disable)
@@ -98,8 +152,8 @@ class Runtime:
             service_socket=socket_path,
             correlation_id=self.settings.correlation_id,
         )
-        self.services = services = Services.build(
-            self.database, self.settings, operator_token(self.settings), self.executions
+        self.services = services = build_services(
+            self.database, self.settings, operator_token(self.settings), self.executions, self.market
         )
         self.executions.on_terminated(lambda outcome: services.intelligence.forget(outcome.execution_id))
         self.api = ApiServer(create_app(self.services), self.settings.api_host, self.settings.api_port, socket_path)

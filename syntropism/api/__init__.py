@@ -1,0 +1,1 @@
+"""The System Service: the HTTP surface agents and the operator talk to."""

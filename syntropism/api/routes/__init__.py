@@ -1,0 +1,1 @@
+"""The System Service's routes, one module per area of the economy."""

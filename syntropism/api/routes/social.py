@@ -1,0 +1,57 @@
+"""Messages between agents, the inbox, and spawning a child agent."""
+
+from __future__ import annotations
+
+from dataclasses import asdict
+from typing import Annotated
+
+from fastapi import APIRouter, Query
+
+from syntropism.api.dependencies import ERRORS, CallerDep, IdempotencyKey, ServicesDep
+from syntropism.schemas import InboxOut, MessageIn, MessageOut, RewardOut, SpawnIn, SpawnOut
+
+router = APIRouter(prefix="/social", tags=["social"], responses=ERRORS)
+
+
+@router.post("/message", response_model=MessageOut)
+def post_message(svc: ServicesDep, me: CallerDep, body: MessageIn, key: IdempotencyKey) -> MessageOut:
+    sent = svc.social.send(me.agent_id, body.to_agent, body.body, idempotency_key=key, execution_id=me.execution_id)
+    return MessageOut(**asdict(sent))
+
+
+@router.get("/inbox", response_model=InboxOut)
+def get_inbox(
+    svc: ServicesDep,
+    me: CallerDep,
+    after: Annotated[str | None, Query(max_length=64, description="`next_after` of the previous page")] = None,
+    limit: Annotated[int | None, Query(ge=1, le=1000)] = None,
+) -> InboxOut:
+    """Messages and rewards that arrived since your last execution, a page at a time (follow `next_after`)."""
+    page = svc.social.inbox(me.agent_id, me.execution_id, after=after, limit=limit)
+    messages = [MessageOut(**asdict(m)) for m in page.messages]
+    rewards = [
+        RewardOut(
+            prompt_id=p.prompt_id,
+            interesting=p.interesting or 0,
+            useful=p.useful or 0,
+            understandable=p.understandable or 0,
+            credits=p.credits or 0,
+        )
+        for p in svc.attention.scored_since(me.agent_id, me.execution_id)
+    ]
+    return InboxOut(messages=messages, rewards=rewards, next_after=page.next_after)
+
+
+@router.post("/spawn", response_model=SpawnOut)
+def post_spawn(svc: ServicesDep, me: CallerDep, body: SpawnIn, key: IdempotencyKey) -> SpawnOut:
+    spawned = svc.social.spawn(
+        me.agent_id,
+        body.agent_id,
+        source=body.source,
+        entry_point=body.entry_point,
+        funds=body.funds,
+        idempotency_key=key,
+        name=body.name,
+        execution_id=me.execution_id,
+    )
+    return SpawnOut(**asdict(spawned))
