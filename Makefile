@@ -1,10 +1,11 @@
 # Two commands do everything: `make run` and `make test`. Both bootstrap .venv on first use.
+# While working: `make test-fast` (the unit tests, seconds) and `make lint` (ruff, mypy, the layer contracts).
 PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 ARGS   ?=
 
-.PHONY: run test lint format bench clean system-packages
+.PHONY: run test test-fast lint format bench clean system-packages
 
 $(BIN)/python:
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "Syntropism needs Python >= 3.11; set PYTHON=python3.11 (or newer)")'
@@ -27,9 +28,15 @@ run: $(VENV)/.installed
 lint: $(VENV)/.installed-dev
 	$(BIN)/ruff check syntropism tests bench agents
 	$(BIN)/ruff format --check syntropism tests bench agents
+	$(BIN)/mypy syntropism
+	$(BIN)/lint-imports --no-cache
 
 test: $(VENV)/.installed-dev lint system-packages
 	$(BIN)/python -m pytest $(ARGS)
+
+# The pure rules and the layer check only: no lint, no system packages, no database server, no NATS.
+test-fast: $(VENV)/.installed-dev
+	$(BIN)/python -m pytest tests/unit -q $(ARGS)
 
 # What the tests need from the host: PostgreSQL's server binaries (the tests start their own throwaway server)
 # and bubblewrap (the sandbox's isolation layers). Installed here when missing and possible (root with apt-get);

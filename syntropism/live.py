@@ -16,16 +16,19 @@ from rich.console import Group
 from rich.panel import Panel
 from rich.table import Table
 from rich.text import Text
-from sqlalchemy import select
 
 from syntropism.core.allocation import CycleReport
 from syntropism.domain.models import Resource, credits_text
-from syntropism.infra.agents import standings
-from syntropism.infra.tables import OutboxEvent, Prompt
+from syntropism.domain.status import AgentStatus
+from syntropism.infra import read_models
 from syntropism.runtime import Runtime
 
 SPARKS = "▁▂▃▄▅▆▇█"
 HISTORY = 30
+EVENTS_SHOWN = 8
+PROMPTS_SHOWN = 3
+ROUTINE_EVENTS = ("market.price_discovered", "scheduler.cycle_completed")  # every cycle has them: noise here
+STATUS_STYLE = {AgentStatus.ACTIVE: "green", AgentStatus.DORMANT: "yellow", AgentStatus.DIED: "red"}
 
 
 def sparkline(values: list[Decimal]) -> str:
@@ -80,8 +83,7 @@ class LiveView:
         executions = self.runtime.executions
         running = {r.claim.agent_id: r for r in (executions.running.values() if executions else [])}
         table = Table("agent", "status", "available", "locked", "running now", title="agents", expand=True)
-        with self.runtime.database.reader() as session:
-            agents = standings(session)
+        agents = read_models.agents(self.runtime.database)
         now = time.monotonic()
         for agent in agents:
             execution = running.get(agent.agent_id)
@@ -89,10 +91,9 @@ class LiveView:
             if execution is not None:
                 envelope = execution.envelope
                 doing = f"{now - execution.started:.1f}s of {envelope.wall_seconds:g}s, {envelope.cpu_cores:.2f} cores"
-            style = {"active": "green", "dormant": "yellow", "died": "red"}.get(agent.status, "")
             table.add_row(
                 agent.agent_id,
-                Text(agent.status, style=style),
+                Text(agent.status, style=STATUS_STYLE.get(agent.status, "")),
                 credits_text(agent.available),
                 credits_text(agent.locked),
                 doing,
@@ -100,20 +101,13 @@ class LiveView:
         return table
 
     def _activity(self) -> Panel:
-        with self.runtime.database.reader() as session:
-            events = session.execute(
-                select(OutboxEvent.event_type, OutboxEvent.agent_id, OutboxEvent.created_at)
-                .where(OutboxEvent.event_type.not_in(["market.price_discovered", "scheduler.cycle_completed"]))
-                .order_by(OutboxEvent.id.desc())
-                .limit(8)
-            ).all()
-            prompts = session.execute(
-                select(Prompt.agent_id, Prompt.text).where(Prompt.status == "pending").order_by(Prompt.created_at)
-            ).all()
-        lines = [f"{at:%H:%M:%S}  {kind:28s} {agent or ''}" for kind, agent, at in events]
+        database = self.runtime.database
+        events = read_models.recent_events(database, limit=EVENTS_SHOWN, excluding=ROUTINE_EVENTS)
+        prompts = read_models.waiting_prompts(database)
+        lines = [f"{e.created_at:%H:%M:%S}  {e.event_type:28s} {e.agent_id or ''}" for e in events]
         body = Text("\n".join(lines) or "no events yet")
         if prompts:
             body.append(f"\n\n{len(prompts)} prompts wait for you (syntropism inbox):", style="bold magenta")
-            for agent, text in prompts[:3]:
-                body.append(f"\n  {agent}: {text[:80]}")
+            for prompt in prompts[:PROMPTS_SHOWN]:
+                body.append(f"\n  {prompt.agent_id}: {prompt.text[:80]}")
         return Panel(body, title="recent events")

@@ -22,11 +22,14 @@ import signal
 from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime
 
+from fastapi import FastAPI
+
 from syntropism.api.app import create_app
 from syntropism.api.dependencies import Services
 from syntropism.api.fairness import FairTurns
 from syntropism.api.server import ApiServer
 from syntropism.config import Settings
+from syntropism.core.accounts import AccountsService
 from syntropism.core.allocation import AllocationScheduler, CycleReport
 from syntropism.core.attention import AttentionService
 from syntropism.core.execution import ExecutionManager
@@ -76,24 +79,29 @@ def build_services(
     market: MarketManager | None = None,
 ) -> Services:
     """What the System Service's endpoints work with. ``market`` is the runtime's own, so one market manager
-    (and its per-bidder rejection budget) serves both the clearing loop and the API."""
+    (and its per-bidder rejection budget) serves both the clearing loop and the API; the accounts service works
+    through the same ledger (and its group commit), social and attention services as the endpoints."""
+    ledger = Ledger(database)
+    social = SocialService(database, settings)
+    attention = AttentionService(database, settings)
     return Services(
-        database,
-        settings,
-        Ledger(database),
-        market if market is not None else MarketManager(database, settings),
-        SocialService(database, settings),
-        operator_token,
-        IntelligenceService(database, settings),
-        AttentionService(database, settings),
-        TokenLookup(database),
-        FairTurns(
+        database=database,
+        settings=settings,
+        ledger=ledger,
+        market=market if market is not None else MarketManager(database, settings),
+        social=social,
+        operator_token=operator_token,
+        intelligence=IntelligenceService(database, settings),
+        attention=attention,
+        accounts=AccountsService(database, ledger, social, attention),
+        tokens=TokenLookup(database),
+        turns=FairTurns(
             settings.agent_requests_in_flight,
             settings.requests_in_flight_per_execution,
             settings.requests_queued_per_execution,
             settings.requests_per_second_per_execution,
         ),
-        executions,
+        executions=executions,
     )
 
 
@@ -308,3 +316,36 @@ async def open_bus(settings: Settings) -> AsyncIterator[EventBus]:
             server.stop()
         if lock is not None:
             lock.release()
+
+
+@contextlib.asynccontextmanager
+async def open_relay(settings: Settings) -> AsyncIterator[OutboxRelay]:
+    """The outbox relay of a split deployment (``syntropism relay``): the configured database, migrated, and the
+    configured NATS, with the relay :func:`build_relay` makes for ``syntropism run`` too — so that both keep
+    published rows for the same ``outbox_retention_seconds`` and stamp the same ``correlation_id``."""
+    setup_tracing(settings)
+    database = build_database(settings)
+    try:
+        await asyncio.to_thread(database.migrate)
+        bus = await EventBus.connect(settings.nats_url or "", settings)
+        try:
+            await bus.ensure_stream()
+            yield build_relay(database, bus, settings)
+        finally:
+            await bus.close()
+    finally:
+        database.dispose()
+
+
+@contextlib.asynccontextmanager
+async def serve_on_loopback(app: FastAPI) -> AsyncIterator[str]:
+    """Serve the ASGI ``app`` on a free loopback port until the block ends, and yield its base URL.
+
+    For the stand-ins a benchmark puts outside the system under test (the echo LLM upstream): they are served
+    as the System Service is, and what serves them stays below the composition root."""
+    server = ApiServer(app, "127.0.0.1", 0, None)
+    await server.start()
+    try:
+        yield server.url
+    finally:
+        await server.stop()

@@ -6,25 +6,29 @@ from __future__ import annotations
 import hmac
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import Depends, Header, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from syntropism.api.fairness import FairTurns, TooManyRequests
 from syntropism.config import Settings
+from syntropism.core.accounts import AccountsService
 from syntropism.core.attention import AttentionService
 from syntropism.core.execution import ExecutionManager, hash_token
 from syntropism.core.intelligence import IntelligenceService
 from syntropism.core.market import MarketManager
 from syntropism.core.social import SocialService
 from syntropism.domain.errors import Reason, Refused
+from syntropism.domain.status import ExecutionStatus
 from syntropism.infra.database import Database
 from syntropism.infra.ledger import Ledger
 from syntropism.infra.tokens import TokenLookup
 from syntropism.schemas import ErrorBody
 
-ERRORS = {status: {"model": ErrorBody} for status in (401, 402, 403, 404, 409, 413, 422, 429)}
+ERRORS: dict[int | str, dict[str, Any]] = {
+    status: {"model": ErrorBody} for status in (401, 402, 403, 404, 409, 413, 422, 429)
+}
 IdempotencyKey = Annotated[
     str,
     Header(
@@ -48,6 +52,7 @@ class Services:
     operator_token: str
     intelligence: IntelligenceService
     attention: AttentionService
+    accounts: AccountsService
     tokens: TokenLookup
     turns: FairTurns
     executions: ExecutionManager | None = None
@@ -61,12 +66,16 @@ class Caller:
     execution_id: str
 
 
+RUNNING = ExecutionStatus.RUNNING  # the only status whose token opens the service
+
 bearer = HTTPBearer(auto_error=False, description="The token of a running execution (SYNTROPISM_TOKEN)")
 operator_bearer = HTTPBearer(auto_error=False, scheme_name="OperatorToken", description="The operator token")
 
 
 async def services(request: Request) -> Services:  # async: no thread hop for a lookup
-    return request.app.state.services  # type: ignore[no-any-return]
+    """The services :func:`syntropism.api.app.create_app` put in the app's state."""
+    found: Services = request.app.state.services
+    return found
 
 
 ServicesDep = Annotated[Services, Depends(services)]
@@ -91,7 +100,7 @@ async def _authenticated(svc: Services, credentials: HTTPAuthorizationCredential
     if row is None:
         raise Refused(Reason.INVALID_TOKEN, "this token belongs to no execution")
     ended = svc.executions is not None and svc.executions.has_ended(row.id)  # even before its end is recorded
-    if row.status != "running" or ended:
+    if row.status != RUNNING or ended:
         raise Refused(Reason.TOKEN_EXPIRED, f"execution {row.id} has ended; its token is no longer valid")
     return Caller(row.agent_id, row.id)
 

@@ -11,7 +11,7 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from syntropism.core.intelligence import InferenceRefused
-from syntropism.domain.errors import Refused
+from syntropism.domain.errors import Reason, Refused
 
 log = logging.getLogger(__name__)
 
@@ -33,6 +33,8 @@ KINDS = {
 
 
 def error_response(status: int, reason: str, detail: str, headers: dict[str, str] | None = None) -> JSONResponse:
+    """The one error body. ``reason`` is a :class:`Reason`, or for a refusal of HTTP's own (an unknown path, a
+    method not allowed) the kind of its status."""
     body = {"error": KINDS.get(status, "error"), "reason": reason, "detail": detail}
     return JSONResponse(body, status_code=status, headers=headers)
 
@@ -46,7 +48,8 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(InferenceRefused)
     async def _inference_refused(_request: Request, exc: InferenceRefused) -> JSONResponse:
-        return error_response(exc.status, exc.reason, exc.detail, exc.headers)
+        headers = {"Retry-After": str(exc.retry_after)} if exc.retry_after is not None else None
+        return error_response(exc.reason.status, exc.reason, exc.detail, headers)
 
     @app.exception_handler(RequestValidationError)
     async def _invalid(_request: Request, exc: RequestValidationError) -> JSONResponse:
@@ -54,7 +57,7 @@ def install_error_handlers(app: FastAPI) -> None:
             f"{'.'.join(str(p) for p in error['loc'] if p != 'body') or 'body'}: {error['msg']}"
             for error in exc.errors()
         )
-        return error_response(422, "invalid_input", problems[:2000])
+        return error_response(Reason.INVALID_INPUT.status, Reason.INVALID_INPUT, problems[:2000])
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(_request: Request, exc: StarletteHTTPException) -> JSONResponse:
@@ -64,4 +67,5 @@ def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
         log.exception("%s %s failed", request.method, request.url.path)
-        return error_response(500, "internal_error", f"{type(exc).__name__}: the service failed; see its log")
+        detail = f"{type(exc).__name__}: the service failed; see its log"
+        return error_response(Reason.INTERNAL_ERROR.status, Reason.INTERNAL_ERROR, detail)

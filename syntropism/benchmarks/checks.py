@@ -18,6 +18,7 @@ from syntropism.benchmarks.scenario import REFERENCE, EventMatch, FinalState, Se
 
 Status = Literal["passed", "failed", "not_evaluated"]
 EventJson = dict[str, Any]
+Captures = dict[str, EventJson]  # a sequence step's ``as`` name → the event it matched
 MISSING = object()
 SEARCH_LIMIT = 200_000  # candidate events the sequence search may try before it gives up
 
@@ -175,7 +176,7 @@ def _sequence(
     return None
 
 
-def check_sequence(steps: Sequence[SequenceStep], events: Sequence[EventJson]) -> tuple[CheckResult, dict]:
+def check_sequence(steps: Sequence[SequenceStep], events: Sequence[EventJson]) -> tuple[CheckResult, Captures]:
     """The steps in order (other events may come between); returns the result and the captured events."""
     name = f"required_event_sequence ({len(steps)} steps)"
     search = _Search()
@@ -198,7 +199,7 @@ def check_sequence(steps: Sequence[SequenceStep], events: Sequence[EventJson]) -
     return CheckResult(f"{name}[{search.deepest + 1}]", "failed", reason), {}
 
 
-def check_required(match: EventMatch, min_count: int, events: Sequence[EventJson], captures: dict) -> CheckResult:
+def check_required(match: EventMatch, min_count: int, events: Sequence[EventJson], captures: Captures) -> CheckResult:
     name = f"required_events: {match.describe()}"
     found = [event for event in events if matches(event, match, captures)]
     if len(found) >= min_count:
@@ -208,7 +209,7 @@ def check_required(match: EventMatch, min_count: int, events: Sequence[EventJson
     return CheckResult(name, "failed", f"{len(found)} matching event(s), need {min_count}{seen}")
 
 
-def check_forbidden(match: EventMatch, events: Sequence[EventJson], captures: dict) -> CheckResult:
+def check_forbidden(match: EventMatch, events: Sequence[EventJson], captures: Captures) -> CheckResult:
     name = f"forbidden_events: {match.describe()}"
     for event in events:
         if matches(event, match, captures):

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 from xml.etree import ElementTree
 
-from syntropism.benchmarks.runner import STATUSES, ScenarioResult
+from syntropism.benchmarks.result import STATUSES, ScenarioResult
 
 # `syntropism bench` exit codes, most serious first: a failure (a check failed, or a run broke) wins over an
 # unreadable scenario file, which wins over something left unevaluated.
@@ -34,7 +34,7 @@ def exit_code(results: Sequence[ScenarioResult], allow_partial: bool = False) ->
 
 def summary(results: Sequence[ScenarioResult], allow_partial: bool = False) -> dict[str, Any]:
     """How many scenarios had each status, how many count as passed, how many checks were not evaluated."""
-    counts = {status: sum(r.status == status for r in results) for status in STATUSES}
+    counts: dict[str, int] = {status: sum(r.status == status for r in results) for status in STATUSES}
     return {
         "scenarios": len(results),
         "allow_partial": allow_partial,
@@ -60,7 +60,7 @@ def reliability(results: Sequence[ScenarioResult], allow_partial: bool = False) 
     if not runs or all(len(group) == 1 for group in runs.values()):
         return None
     k = min(len(group) for group in runs.values())
-    scenarios = {}
+    scenarios: dict[str, dict[str, Any]] = {}
     for group in runs.values():
         n, c = len(group), sum(r.passes(allow_partial) for r in group)
         scenarios[group[0].scenario_id] = {

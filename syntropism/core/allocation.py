@@ -17,17 +17,14 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from decimal import Decimal
-from typing import NamedTuple
 
 import numpy as np
-from sqlalchemy import bindparam, func, select, update
-from sqlalchemy.orm import Session
 
 from syntropism.config import Settings
-from syntropism.core.lifecycle import LIVE_EXECUTIONS, settle_dormancy
+from syntropism.core.lifecycle import settle_dormancy
 from syntropism.core.market import MarketManager
 from syntropism.domain import economy
-from syntropism.domain.clearing import PPM, RESOURCES, BidBook, ClearingResult, Mechanism, clear_market
+from syntropism.domain.clearing import RESOURCES, BidBook, ClearingResult, Mechanism, clear_market
 from syntropism.domain.economy import LedgerError, Operation
 from syntropism.domain.events import (
     BidOutcome,
@@ -40,12 +37,14 @@ from syntropism.domain.events import (
     ResourcesAllocatedData,
     UnlockReason,
 )
-from syntropism.domain.models import Resource, ResourceBundle, from_micros, time_ordered_id
-from syntropism.infra.database import Database
+from syntropism.domain.models import Resource, bundle_from_ppm, from_micros, ppm_to_fraction, time_ordered_id
+from syntropism.infra import allocations, bids
+from syntropism.infra.bids import PendingBid
+from syntropism.infra.database import Database, Session
 from syntropism.infra.faults import crash_point
 from syntropism.infra.ledger import apply_batch
 from syntropism.infra.outbox import mark_events_staged, outbox_row, record_rows
-from syntropism.infra.tables import Bid, Execution, utcnow
+from syntropism.infra.tables import utcnow
 from syntropism.infra.telemetry import trace_headers, tracer
 
 log = logging.getLogger(__name__)
@@ -65,29 +64,6 @@ def gc_paused() -> Iterator[None]:
     finally:
         if enabled:
             gc.enable()
-
-
-class PendingBid(NamedTuple):
-    id: str
-    agent_id: str
-    on_behalf_of: str | None
-    amount_micros: int
-    duration_ms: int
-    seq: int
-    cpu_ppm: int
-    memory_ppm: int
-    tokens_ppm: int
-    attention_ppm: int
-    cycles_remaining: int
-
-
-BIDS = Bid.__table__
-SPEND_A_CYCLE = update(BIDS).where(BIDS.c.id == bindparam("bid")).values(cycles_remaining=BIDS.c.cycles_remaining - 1)
-EXPIRE = (
-    update(BIDS)
-    .where(BIDS.c.id == bindparam("bid"))
-    .values(status="outbid", cycles_remaining=0, resolved_at=bindparam("now"))
-)
 
 
 @dataclass
@@ -128,22 +104,11 @@ class AllocationScheduler:
 
     def capacity_in_use(self, session: Session) -> dict[Resource, Decimal]:
         """Σ of the fractions of every execution that is allocated and not yet terminated."""
-        columns = [Execution.cpu_ppm, Execution.memory_ppm, Execution.tokens_ppm, Execution.attention_ppm]
-        sums = session.execute(
-            select(*[func.coalesce(func.sum(c), 0) for c in columns]).where(Execution.status.in_(LIVE_EXECUTIONS))
-        ).one()
-        return {r: Decimal(int(total)) / PPM for r, total in zip(RESOURCES, sums, strict=True)}
+        return {r: ppm_to_fraction(ppm) for r, ppm in allocations.capacity_in_use_ppm(session).items()}
 
     def _pending_book(self, session: Session) -> tuple[BidBook, list[PendingBid]]:
         """Every pending bid, as columns for clear_market and as light tuples for settling the cycle."""
-        connection = session.connection()
-        lock = "" if connection.dialect.name == "sqlite" else " FOR UPDATE"  # a concurrent cancel waits
-        cursor = connection.connection.driver_connection.cursor()  # type: ignore[union-attr]
-        try:  # plain SQL: 10^4 rows through SQLAlchemy's row machinery cost more than the whole clearing
-            cursor.execute(f"SELECT {', '.join(PendingBid._fields)} FROM bids WHERE status = 'pending'{lock}")
-            raw = cursor.fetchall()
-        finally:
-            cursor.close()
+        raw = bids.lock_pending(session)
         columns = list(zip(*raw, strict=True)) or [()] * len(PendingBid._fields)
         book = BidBook(
             ids=np.array(columns[0], dtype=np.str_),
@@ -226,23 +191,19 @@ class AllocationScheduler:
             row = rows[winner.index]
             execution_id = time_ordered_id()
             runner = row.on_behalf_of or row.agent_id
-            bundle_values = {f"{r.value}_ppm": int(book.demand[winner.index, i]) for i, r in enumerate(RESOURCES)}
-            session.add(
-                Execution(
-                    id=execution_id,
-                    agent_id=runner,
-                    bid_id=row.id,
-                    cycle=cycle,
-                    allocated_at=now,
-                    duration_ms=int(book.duration_ms[winner.index]),
-                    **bundle_values,
-                )
+            ppm = {r: int(book.demand[winner.index, i]) for i, r in enumerate(RESOURCES)}
+            duration_ms = int(book.duration_ms[winner.index])
+            allocations.add(
+                session,
+                execution_id,
+                agent_id=runner,
+                bid_id=row.id,
+                cycle=cycle,
+                allocated_at=now,
+                ppm=ppm,
+                duration_ms=duration_ms,
             )
-            session.execute(
-                update(Bid)
-                .where(Bid.id == row.id)
-                .values(status="won", resolved_at=now, paid_micros=economy.parse_amount(winner.payment))
-            )
+            bids.mark_won(session, row.id, paid_micros=economy.parse_amount(winner.payment), now=now)
             operations.append(
                 economy.burn(
                     row.agent_id,
@@ -262,13 +223,7 @@ class AllocationScheduler:
                         bid_id=row.id,
                     )
                 )
-            bundle = ResourceBundle(
-                **{
-                    f"{r.value}_percent": Decimal(v) / PPM
-                    for r, v in zip(RESOURCES, bundle_values.values(), strict=True)
-                },
-                duration_seconds=Decimal(int(book.duration_ms[winner.index])) / 1000,
-            )
+            bundle = bundle_from_ppm(ppm, duration_ms)
             events.append(
                 ResourcesAllocated(
                     agent_id=runner,
@@ -305,11 +260,9 @@ class AllocationScheduler:
         # its id: no statement carries an IN list as long as the book.
         expired = {row.id for row in losers if row.cycles_remaining <= 1}
         now = utcnow()
-        carried_ids = [{"bid": row.id} for row in losers if row.id not in expired]
-        if carried_ids:
-            session.execute(SPEND_A_CYCLE, carried_ids)
+        bids.spend_a_cycle(session, [row.id for row in losers if row.id not in expired])
         if expired:
-            session.execute(EXPIRE, [{"bid": bid_id, "now": now} for bid_id in expired])
+            bids.expire(session, expired, now)
             work.expired_runners.update(row.on_behalf_of or row.agent_id for row in losers if row.id in expired)
         amounts: dict[int, Decimal] = {}  # many bids share an amount: convert each once
         for row in losers:

@@ -19,12 +19,9 @@ from datetime import datetime, timedelta
 from decimal import Decimal
 from pathlib import Path, PurePosixPath
 
-from sqlalchemy import func, select, update
-
 from syntropism.config import Settings
-from syntropism.core.market import bundle_of
 from syntropism.domain import economy
-from syntropism.domain.errors import Refused
+from syntropism.domain.errors import Reason, Refused
 from syntropism.domain.events import (
     PromptExpired,
     PromptExpiredData,
@@ -33,11 +30,13 @@ from syntropism.domain.events import (
     PromptSubmitted,
     PromptSubmittedData,
 )
-from syntropism.domain.models import from_micros, time_ordered_id
+from syntropism.domain.models import from_micros, seconds_to_ms, time_ordered_id
+from syntropism.domain.status import PromptStatus
+from syntropism.infra import allocations, prompts
 from syntropism.infra.database import Database
 from syntropism.infra.ledger import Receipt, apply
 from syntropism.infra.outbox import record_event
-from syntropism.infra.tables import Execution, Prompt, utcnow
+from syntropism.infra.tables import Prompt, bundle_of, utcnow
 from syntropism.infra.workspaces import WorkspaceRefused, Workspaces
 
 MAX_PROMPT_CHARS = 20_000
@@ -55,7 +54,7 @@ class PromptView:
     agent_id: str
     text: str
     attachments: list[str]  # absolute paths, for the human to open
-    status: str
+    status: PromptStatus
     created_at: datetime
     expires_at: datetime
     attention_seconds: float
@@ -82,32 +81,31 @@ class AttentionService:
     ) -> PromptView:
         """Put a prompt before the human, within the execution's attention share."""
         if not text.strip() or len(text) > MAX_PROMPT_CHARS:
-            raise AttentionError("invalid_prompt", f"a prompt is 1 to {MAX_PROMPT_CHARS} characters of text")
+            raise AttentionError(Reason.INVALID_PROMPT, f"a prompt is 1 to {MAX_PROMPT_CHARS} characters of text")
         contents = self._read_attachments(agent_id, attachments)
         cost = self.cost_ms(text)
         with self.database.transaction() as session:
-            existing = session.scalars(
-                select(Prompt).where(Prompt.agent_id == agent_id, Prompt.idempotency_key == idempotency_key)
-            ).one_or_none()
+            existing = prompts.by_key(session, agent_id, idempotency_key)
             if existing is not None:
                 if (existing.text, json.loads(existing.attachments)) != (text, attachments):
-                    raise AttentionError("idempotency_conflict", f"key {idempotency_key!r} was used for another prompt")
+                    raise AttentionError(
+                        Reason.IDEMPOTENCY_CONFLICT, f"key {idempotency_key!r} was used for another prompt"
+                    )
                 return self._view(existing, replayed=True)
-            execution = session.scalars(self._locked(select(Execution).where(Execution.id == execution_id))).one()
-            bundle = bundle_of(execution)  # locked: two prompts at once cannot both fit the last of the share
-            share_ms = int(bundle.attention_percent * bundle.duration_seconds * 1000)
-            spent_ms = session.scalar(
-                select(func.coalesce(func.sum(Prompt.attention_ms), 0)).where(Prompt.execution_id == execution_id)
-            )
+            execution = allocations.locked(session, execution_id)  # two prompts cannot both take the last of it
+            bundle = bundle_of(execution)
+            share_ms = seconds_to_ms(bundle.attention_percent * bundle.duration_seconds)
+            spent_ms = prompts.attention_spent_ms(session, execution_id)
             if spent_ms + cost > share_ms:
                 raise AttentionError(
-                    "quota_exceeded",
+                    Reason.QUOTA_EXCEEDED,
                     f"this prompt takes {cost / 1000:g} attention-seconds; {max(0, share_ms - spent_ms) / 1000:g} of "
                     f"the {share_ms / 1000:g} this execution bought remain (attention_percent × duration_seconds)",
                 )
             now = utcnow()
-            prompt = Prompt(
-                id=time_ordered_id(),
+            prompt = prompts.add(
+                session,
+                time_ordered_id(),
                 agent_id=agent_id,
                 execution_id=execution_id,
                 idempotency_key=idempotency_key,
@@ -117,7 +115,6 @@ class AttentionService:
                 created_at=now,
                 expires_at=now + timedelta(seconds=self.settings.prompt_ttl_seconds),
             )
-            session.add(prompt)
             stored = self._store_attachments(prompt.id, attachments, contents)
             record_event(
                 session,
@@ -135,14 +132,13 @@ class AttentionService:
         """The prompts waiting for the human, oldest first (expiring the stale ones on the way)."""
         self.expire()
         with self.database.reader() as session:
-            prompts = session.scalars(select(Prompt).where(Prompt.status == "pending").order_by(Prompt.created_at))
-            return [self._view(p) for p in prompts]
+            return [self._view(p) for p in prompts.pending(session)]
 
     def get(self, prompt_id: str) -> PromptView:
         with self.database.reader() as session:
-            prompt = session.get(Prompt, prompt_id)
+            prompt = prompts.get(session, prompt_id)
             if prompt is None:
-                raise AttentionError("not_found", f"no prompt {prompt_id}")
+                raise AttentionError(Reason.NOT_FOUND, f"no prompt {prompt_id}")
             return self._view(prompt)
 
     def score(self, prompt_id: str, *, interesting: int, useful: int, understandable: int) -> PromptView:
@@ -165,7 +161,7 @@ class AttentionService:
         if prompt_id is not None:
             _view, receipt = self._score(prompt_id, agent_id, interesting, useful, understandable)
             if receipt is None:
-                raise AttentionError("invalid_score", "a reward of all-zero scores mints nothing")
+                raise AttentionError(Reason.INVALID_SCORE, "a reward of all-zero scores mints nothing")
             return receipt
         operation = economy.reward(
             agent_id,
@@ -184,16 +180,18 @@ class AttentionService:
         weights = self.settings.reward_weights
         credits = economy.reward_credits(interesting, useful, understandable, weights)  # validates the scores
         with self.database.transaction() as session:
-            prompt = session.scalars(self._locked(select(Prompt).where(Prompt.id == prompt_id))).one_or_none()
+            prompt = prompts.locked(session, prompt_id)
             if prompt is None or (agent_id is not None and prompt.agent_id != agent_id):
-                raise AttentionError("not_found", f"no prompt {prompt_id}" + (f" of {agent_id}" if agent_id else ""))
-            if prompt.status == "scored":
                 raise AttentionError(
-                    "already_scored", f"prompt {prompt_id} was scored at {prompt.scored_at:%Y-%m-%d %H:%M:%S}"
+                    Reason.NOT_FOUND, f"no prompt {prompt_id}" + (f" of {agent_id}" if agent_id else "")
                 )
-            if prompt.status == "expired" or prompt.expires_at <= utcnow():
+            if prompt.status == PromptStatus.SCORED:
                 raise AttentionError(
-                    "expired", f"prompt {prompt_id} expired unscored at {prompt.expires_at:%Y-%m-%d %H:%M:%S}"
+                    Reason.ALREADY_SCORED, f"prompt {prompt_id} was scored at {prompt.scored_at:%Y-%m-%d %H:%M:%S}"
+                )
+            if prompt.status == PromptStatus.EXPIRED or prompt.expires_at <= utcnow():
+                raise AttentionError(
+                    Reason.EXPIRED, f"prompt {prompt_id} expired unscored at {prompt.expires_at:%Y-%m-%d %H:%M:%S}"
                 )
             receipt = None
             if credits > 0:
@@ -209,7 +207,7 @@ class AttentionService:
                         prompt_id=prompt_id,
                     ),
                 )
-            prompt.status, prompt.scored_at = "scored", utcnow()
+            prompt.status, prompt.scored_at = PromptStatus.SCORED, utcnow()
             prompt.transfer_id = receipt.transfer_id if receipt else None
             prompt.interesting, prompt.useful, prompt.understandable = interesting, useful, understandable
             prompt.reward_micros = economy.parse_amount(credits) if credits > 0 else 0
@@ -233,12 +231,7 @@ class AttentionService:
         """Mark prompts past their time as expired; returns how many."""
         now = now or utcnow()
         with self.database.transaction() as session:
-            expired = session.execute(
-                update(Prompt)
-                .where(Prompt.status == "pending", Prompt.expires_at <= now)
-                .values(status="expired")
-                .returning(Prompt.id, Prompt.agent_id, Prompt.expires_at)
-            ).all()
+            expired = prompts.expire_due(session, now)
             for prompt_id, agent_id, expires_at in expired:
                 record_event(
                     session,
@@ -251,27 +244,19 @@ class AttentionService:
     def scored_since(self, agent_id: str, execution_id: str) -> list[PromptView]:
         """The agent's scored prompts its executions have not seen yet (this one sees them, repeatedly)."""
         with self.database.transaction() as session:
-            session.execute(
-                update(Prompt)
-                .where(Prompt.agent_id == agent_id, Prompt.status == "scored", Prompt.seen_execution_id.is_(None))
-                .values(seen_execution_id=execution_id)
-            )
-            prompts = session.scalars(
-                select(Prompt).where(Prompt.agent_id == agent_id, Prompt.seen_execution_id == execution_id)
-            )
-            return [self._view(p) for p in prompts]
+            return [self._view(p) for p in prompts.claim_scored(session, agent_id, execution_id)]
 
     def _read_attachments(self, agent_id: str, attachments: list[str]) -> list[bytes]:
         """Each attachment's content, read now from the agent's workspace without following a link: what the
         human will see is what was checked, whatever the agent does with the file afterwards."""
         if len(attachments) > MAX_ATTACHMENTS:
-            raise AttentionError("invalid_prompt", f"at most {MAX_ATTACHMENTS} attachments")
+            raise AttentionError(Reason.INVALID_PROMPT, f"at most {MAX_ATTACHMENTS} attachments")
         contents = []
         for attachment in attachments:
             try:
                 contents.append(self.workspaces.read(agent_id, attachment, max_bytes=MAX_ATTACHMENT_BYTES))
             except WorkspaceRefused as refused:
-                raise AttentionError("invalid_attachment", refused.detail) from None
+                raise AttentionError(Reason.INVALID_ATTACHMENT, refused.detail) from None
         return contents
 
     def attachment_path(self, prompt_id: str, index: int, name: str) -> Path:
@@ -287,9 +272,6 @@ class AttentionService:
             paths.append(path.resolve())
         return paths
 
-    def _locked(self, statement):  # type: ignore[no-untyped-def]
-        return statement if self.database.backend == "sqlite" else statement.with_for_update()
-
     def _view(self, prompt: Prompt, *, replayed: bool = False) -> PromptView:
         names = json.loads(prompt.attachments)
         return PromptView(
@@ -297,7 +279,7 @@ class AttentionService:
             agent_id=prompt.agent_id,
             text=prompt.text,
             attachments=[str(self.attachment_path(prompt.id, i, name).resolve()) for i, name in enumerate(names)],
-            status=prompt.status,
+            status=PromptStatus(prompt.status),
             created_at=prompt.created_at,
             expires_at=prompt.expires_at,
             attention_seconds=prompt.attention_ms / 1000,

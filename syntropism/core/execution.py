@@ -7,8 +7,9 @@ Lifecycle of one execution (allocated by a market cycle):
    and the entry point spawned with its token, ids and the System Service address in its environment; one
    transaction records the pid, the sandbox layers (applied and missing) and ``execution.started``
    (and ``agent.awake`` when the agent was dormant);
-3. **supervise** — the wall clock (``timeout``) and the CPU-seconds budget (``cpu_exceeded``) are watched here,
-   memory by the kernel (an OOM kill is ``memory_exceeded``), processes by the pids limit;
+3. **supervise** — the wall clock (``timeout``) and the CPU-seconds budget (``cpu_exceeded``) are watched
+   (:mod:`syntropism.infra.supervision`), memory by the kernel (an OOM kill is ``memory_exceeded``), processes by
+   the pids limit;
 4. **tear down** — the whole process tree is killed, usage read, and one transaction records how it ended,
    ``execution.terminated`` and, when nothing will run it again, ``agent.dormant``.
 
@@ -19,13 +20,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import hashlib
 import json
 import logging
-import os
 import secrets
 import signal
-import subprocess
 import time
 from collections import OrderedDict
 from collections.abc import Callable
@@ -33,9 +33,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
-
-from sqlalchemy import select, update
-from sqlalchemy.orm import Session
+from typing import TypeVar
 
 from syntropism.config import Settings
 from syntropism.core.lifecycle import settle_dormancy
@@ -51,20 +49,22 @@ from syntropism.domain.events import (
     TerminationReason,
 )
 from syntropism.domain.models import HardEnvelope, ResourceBundle
+from syntropism.domain.status import AgentStatus
+from syntropism.infra import executions
 from syntropism.infra.database import Database
 from syntropism.infra.outbox import record_event
-from syntropism.infra.process_tree import tree_usage
 from syntropism.infra.sandbox import LAUNCH_FAILED, Envelope, Launch, Sandbox
-from syntropism.infra.tables import Agent, Bid, Execution, utcnow
-from syntropism.infra.workspaces import Workspaces, plain_parts
+from syntropism.infra.supervision import DiskLimit, Exit, Supervised, command_for
+from syntropism.infra.tables import utcnow
+from syntropism.infra.workspaces import Workspaces
 
 log = logging.getLogger(__name__)
+EventT = TypeVar("EventT", bound=Event)
 
 TOKEN_BYTES = 32
 REMEMBERED_OUTCOMES = 1000
-DISK_CHECK_SECONDS = 1.0
-MIN_QUOTA_CORES = 0.01  # the kernel's minimum CFS quota, 1 ms per 100 ms period
 RECORD_ATTEMPTS = 5
+EVENT_DETAIL_CHARS = 2000
 
 
 def hash_token(token: str) -> str:
@@ -103,17 +103,21 @@ class _Claim:
 
 @dataclass
 class _Running:
+    """A started execution: its process under watch, and the end its waiters wait for."""
+
     claim: _Claim
-    launch: Launch
-    process: subprocess.Popen[bytes]
-    started: float  # monotonic
-    envelope: Envelope
-    reason: TerminationReason | None = None  # set when the manager decides to kill it, and why
-    peak_rss: int = 0  # the largest resident memory seen, where no cgroup measures it
-    detail: str | None = None
-    next_disk_check: float = 0.0  # monotonic: when the workspace's size is read next
+    process: Supervised
     done: asyncio.Event = field(default_factory=asyncio.Event)
     outcome: Outcome | None = None
+
+    @property
+    def envelope(self) -> Envelope:
+        return self.process.envelope
+
+    @property
+    def started(self) -> float:
+        """When it was started, on the monotonic clock."""
+        return self.process.started
 
 
 class ExecutionManager:
@@ -189,7 +193,7 @@ class ExecutionManager:
         running = self.running.get(execution_id)
         if running is None or running.done.is_set():
             return False
-        self._condemn(running, reason, detail or "killed by the operator")
+        running.process.condemn(reason, detail or "killed by the operator")
         return True
 
     async def stop(self, grace_seconds: float = 0.0) -> None:
@@ -201,9 +205,13 @@ class ExecutionManager:
                 await asyncio.wait_for(asyncio.gather(*pending), grace_seconds)
         for running in list(self.running.values()):
             if not running.done.is_set():
-                self._condemn(running, TerminationReason.KILLED, "the runtime stopped")
+                running.process.condemn(TerminationReason.KILLED, "the runtime stopped")
         if self._tasks:
             await asyncio.gather(*self._tasks, return_exceptions=True)
+
+    def has_ended(self, execution_id: str) -> bool:
+        """Whether this manager saw the execution end (recorded or not yet)."""
+        return execution_id in self.ended
 
     # --- claim and start ------------------------------------------------------------------------------------
 
@@ -213,61 +221,29 @@ class ExecutionManager:
         its bid won never runs: it is recorded as ended (``killed``) instead."""
         claims = []
         with self.database.transaction() as session:
-            rows = session.execute(
-                select(Execution, Agent.entry_point, Agent.status, Bid.agent_id)
-                .join(Agent, Agent.id == Execution.agent_id)
-                .outerjoin(Bid, Bid.id == Execution.bid_id)
-                .where(Execution.status == "allocated")
-                .order_by(Execution.allocated_at, Execution.id)
-            ).all()
-            for execution, entry_point, agent_status, payer in rows:
-                if agent_status == "died":
-                    self._end_unstarted(session, execution.id, execution.agent_id, "the agent died before it ran")
+            for found in executions.allocated(session):
+                execution = found.execution
+                if found.agent_status == AgentStatus.DIED:
+                    detail = "the agent died before it ran"
+                    if executions.end_unstarted(session, execution.id, TerminationReason.KILLED, detail):
+                        record_event(session, self._stamped(_never_ran(execution.id, execution.agent_id, detail)))
+                        log.warning("execution %s of %s not started: %s", execution.id, execution.agent_id, detail)
                     continue
                 token = secrets.token_urlsafe(TOKEN_BYTES)
-                claimed = session.execute(
-                    update(Execution)
-                    .where(Execution.id == execution.id, Execution.status == "allocated")
-                    .values(status="running", started_at=utcnow(), token_hash=hash_token(token))
-                )
-                if claimed.rowcount != 1:  # type: ignore[attr-defined]
+                if not executions.claim(session, execution.id, hash_token(token)):
                     continue  # another manager claimed it first
                 claims.append(
                     _Claim(
                         execution.id,
                         execution.agent_id,
                         execution.bid_id,
-                        payer,
-                        entry_point,
+                        found.payer_id,
+                        found.entry_point,
                         bundle_of(execution),
                         token,
                     )
                 )
         return claims
-
-    def _end_unstarted(self, session: Session, execution_id: str, agent_id: str, detail: str) -> None:
-        ended = session.execute(
-            update(Execution)
-            .where(Execution.id == execution_id, Execution.status == "allocated")
-            .values(status="terminated", ended_at=utcnow(), reason=TerminationReason.KILLED.value, detail=detail)
-        )
-        if ended.rowcount != 1:  # type: ignore[attr-defined]
-            return
-        self._record(
-            session,
-            ExecutionTerminated(
-                agent_id=agent_id,
-                data=ExecutionTerminatedData(
-                    execution_id=execution_id,
-                    reason=TerminationReason.KILLED,
-                    detail=detail,
-                    wall_seconds=0.0,
-                    cpu_seconds=0.0,
-                    peak_memory_bytes=0,
-                ),
-            ),
-        )
-        log.warning("execution %s of %s not started: %s", execution_id, agent_id, detail)
 
     async def _start(self, claim: _Claim) -> None:
         hard = HardEnvelope.of(
@@ -285,7 +261,7 @@ class ExecutionManager:
         )
         began = time.monotonic()
         try:
-            launch, process = await asyncio.to_thread(self._spawn, claim, envelope, hard, claim.token)
+            process = await asyncio.to_thread(self._spawn, claim, envelope, hard, began)
         except Exception as exc:
             log.exception("execution %s of agent %s could not start", claim.execution_id, claim.agent_id)
             outcome = Outcome(
@@ -294,47 +270,30 @@ class ExecutionManager:
             await self._record_end_durably(outcome)
             self._notify(outcome)
             return
-        running = _Running(claim, launch, process, began, envelope)
+        running = _Running(claim, process)
         self.running[claim.execution_id] = running
         try:
             await asyncio.to_thread(self._record_start, running)
         except Exception:  # it runs but could not be recorded: it must not run unrecorded
             log.exception("execution %s started but could not be recorded; killing it", claim.execution_id)
-            self._condemn(running, TerminationReason.ERROR, "its start could not be recorded")
+            process.condemn(TerminationReason.ERROR, "its start could not be recorded")
         task = asyncio.create_task(self._supervise(running), name=f"execution-{claim.execution_id}")
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    def _spawn(
-        self, claim: _Claim, envelope: Envelope, hard: HardEnvelope, token: str
-    ) -> tuple[Launch, subprocess.Popen[bytes]]:
+    def _spawn(self, claim: _Claim, envelope: Envelope, hard: HardEnvelope, began: float) -> Supervised:
         workspace = self.workspace_of(claim.agent_id)
         command = self._command(claim.agent_id, workspace, claim.entry_point)
         launch = self.sandbox.prepare(
             claim.execution_id, command, workspace, envelope, service_socket=self.service_socket
         )
-        log_path = self.settings.logs_dir / claim.agent_id / f"{claim.execution_id}.log"
-        log_path.parent.mkdir(parents=True, exist_ok=True)
         try:
-            with log_path.open("ab") as log_file:
-                process = subprocess.Popen(
-                    launch.argv,
-                    cwd=launch.cwd,
-                    env=self._environment(claim, launch, hard, token),
-                    stdin=subprocess.DEVNULL,
-                    stdout=log_file,
-                    stderr=subprocess.STDOUT,
-                    start_new_session=True,  # its own process group: signalled as one
-                    close_fds=True,
-                    pass_fds=launch.pass_fds,
-                )
+            environment = self._environment(claim, launch, hard)
         except BaseException:
-            if launch.cgroup is not None:
-                launch.cgroup.remove()
+            launch.discard()
             raise
-        finally:
-            launch.close_fds()
-        return launch, process
+        log_path = self.settings.logs_dir / claim.agent_id / f"{claim.execution_id}.log"
+        return Supervised.spawn(claim.execution_id, launch, environment, log_path, envelope, began)
 
     def workspace_of(self, agent_id: str) -> Path:
         """The agent's persistent workspace, created with an empty ``state.json`` on first use (never through a
@@ -342,7 +301,7 @@ class ExecutionManager:
         return self.workspaces.ensure(agent_id)
 
     def _command(self, agent_id: str, workspace: Path, entry_point: str) -> list[str]:
-        """How to start the entry point: a plain file of the workspace, reached without following a link."""
+        """How to start the entry point: a plain file of a workspace within its bounds."""
         if not self.workspaces.is_file(agent_id, entry_point):
             raise FileNotFoundError(f"entry point {entry_point!r} is not a file in workspace {workspace}")
         used, entries = self.workspaces.usage(agent_id, limit_entries=self.settings.workspace_max_entries)
@@ -351,14 +310,10 @@ class ExecutionManager:
                 f"the workspace holds {used} bytes in {entries} entries, over its {self.settings.workspace_max_bytes} "
                 f"bytes or {self.settings.workspace_max_entries} entries"
             )
-        relative = "./" + "/".join(plain_parts(entry_point, "entry point"))
-        if entry_point.endswith(".py"):
-            return [str(self.settings.effective_agent_python), relative]
-        if os.access(workspace / entry_point, os.X_OK, follow_symlinks=False):
-            return [relative]
-        return ["/bin/sh", relative]
+        return command_for(workspace, entry_point, self.settings.effective_agent_python)
 
-    def _environment(self, claim: _Claim, launch: Launch, hard: HardEnvelope, token: str) -> dict[str, str]:
+    def _environment(self, claim: _Claim, launch: Launch, hard: HardEnvelope) -> dict[str, str]:
+        """All the agent is told: who it is, its token, where the System Service is, its envelope and deadline."""
         python_bin = str(self.settings.effective_agent_python.parent)
         deadline = datetime.now(UTC) + timedelta(seconds=float(hard.wall_seconds))
         env = {
@@ -368,7 +323,7 @@ class ExecutionManager:
             "PYTHONUNBUFFERED": "1",
             "PYTHONDONTWRITEBYTECODE": "1",
             "SYSTEM_SERVICE_URL": f"http://{self.settings.api_host}:{self.settings.api_port}",
-            "SYNTROPISM_TOKEN": token,
+            "SYNTROPISM_TOKEN": claim.token,
             "SYNTROPISM_AGENT_ID": claim.agent_id,
             "SYNTROPISM_EXECUTION_ID": claim.execution_id,
             "SYNTROPISM_CORRELATION_ID": self.correlation_id or claim.execution_id,
@@ -391,58 +346,47 @@ class ExecutionManager:
         return env
 
     def _record_start(self, running: _Running) -> None:
-        claim, launch = running.claim, running.launch
+        """The pid and the sandbox layers, ``execution.started`` and, when a bid woke a dormant agent,
+        ``agent.awake`` (first), in one transaction."""
+        claim, process = running.claim, running.process
+        launch = process.launch
         with self.database.transaction() as session:
-            session.execute(
-                update(Execution)
-                .where(Execution.id == claim.execution_id)
-                .values(pid=running.process.pid, sandbox_layers=json.dumps(launch.layers_record()))
-            )
-            agent = session.get(Agent, claim.agent_id, with_for_update=True)
-            if agent is not None and agent.status == "dormant" and claim.bid_id is not None:
-                agent.status, agent.status_changed_at = "active", utcnow()
+            executions.record_started(session, claim.execution_id, process.pid, launch.layers_record())
+            if claim.bid_id is not None and executions.wake_if_dormant(session, claim.agent_id):
                 woken_by = claim.payer_id if claim.payer_id != claim.agent_id else None
-                self._record(
-                    session,
-                    AgentAwake(
-                        agent_id=claim.agent_id,
-                        data=AgentAwakeData(execution_id=claim.execution_id, bid_id=claim.bid_id, woken_by=woken_by),
-                    ),
-                )
-            self._record(
-                session,
-                ExecutionStarted(
-                    agent_id=claim.agent_id,
-                    data=ExecutionStartedData(
-                        execution_id=claim.execution_id,
-                        bid_id=claim.bid_id,
-                        bundle=claim.bundle,
-                        pid=running.process.pid,
-                        sandbox_layers=launch.applied,
-                        missing_layers=list(launch.missing),
-                    ),
-                ),
+                awake = AgentAwakeData(execution_id=claim.execution_id, bid_id=claim.bid_id, woken_by=woken_by)
+                record_event(session, self._stamped(AgentAwake(agent_id=claim.agent_id, data=awake)))
+            started = ExecutionStartedData(
+                execution_id=claim.execution_id,
+                bid_id=claim.bid_id,
+                bundle=claim.bundle,
+                pid=process.pid,
+                sandbox_layers=launch.applied,
+                missing_layers=list(launch.missing),
             )
+            record_event(session, self._stamped(ExecutionStarted(agent_id=claim.agent_id, data=started)))
         log.info(
             "execution %s of agent %s started (pid %d; layers %s%s)",
             claim.execution_id,
             claim.agent_id,
-            running.process.pid,
+            process.pid,
             ", ".join(launch.applied) or "none",
             f"; missing {', '.join(launch.missing)}" if launch.missing else "",
         )
 
-    # --- supervise and tear down ----------------------------------------------------------------------------
+    # --- supervise and decide -------------------------------------------------------------------------------
 
     async def _supervise(self, running: _Running) -> None:
+        process = running.process
         try:
-            status, rusage = await self._wait_process(running)
-            outcome = await asyncio.to_thread(self._tear_down, running, status, rusage)
+            ended = await process.watch(self.settings.execution_poll_seconds, self._disk_limit(running.claim))
+            outcome = self._decide(running, ended)
         except Exception as exc:  # never leave an execution "running": record the failure as its end
             log.exception("supervising execution %s failed", running.claim.execution_id)
             with contextlib.suppress(Exception):
-                await asyncio.to_thread(self._kill_tree, running)
-            outcome = self._outcome(running, TerminationReason.ERROR, None, None, 0.0, 0, f"supervisor failed: {exc}")
+                await asyncio.to_thread(process.kill)
+            failed = Exit(None, None, False, 0.0, 0)
+            outcome = self._outcome(running, failed, TerminationReason.ERROR, f"supervisor failed: {exc}")
         try:
             await self._record_end_durably(outcome)
         finally:
@@ -452,136 +396,36 @@ class ExecutionManager:
             self.running.pop(running.claim.execution_id, None)
             self._notify(outcome)
 
-    async def _wait_process(self, running: _Running) -> tuple[int, object]:
-        """Wait for the launcher to exit, killing it when it overruns its wall clock or CPU budget."""
-        loop = asyncio.get_running_loop()
-        exited = asyncio.Event()
-        pidfd = os.pidfd_open(running.process.pid)
-        loop.add_reader(pidfd, exited.set)
-        try:
-            deadline = running.started + running.envelope.wall_seconds
-            poll = self.settings.execution_poll_seconds
-            while not exited.is_set():
-                remaining = deadline - time.monotonic()
-                if running.reason is None and remaining <= 0:
-                    self._condemn(
-                        running, TerminationReason.TIMEOUT, f"ran past its {running.envelope.wall_seconds:g} s"
-                    )
-                wait = poll if running.reason is not None else max(0.0, min(poll, remaining))
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(exited.wait(), wait)
-                if exited.is_set():
-                    break
-                if running.reason is None:
-                    self._check_budget(running)
-                    if time.monotonic() >= running.next_disk_check:
-                        running.next_disk_check = time.monotonic() + DISK_CHECK_SECONDS
-                        await self._check_disk(running)
-                else:
-                    self._kill_tree(running)  # condemned and still there: a fork raced the last round
-        finally:
-            loop.remove_reader(pidfd)
-            os.close(pidfd)
-        # The pidfd said it has exited: this returns at once (wait4, unlike Popen.wait, gives its rusage).
-        _pid, status, rusage = os.wait4(running.process.pid, os.WNOHANG)  # noqa: ASYNC222
-        running.process.returncode = os.waitstatus_to_exitcode(status)  # reaped here, not by Popen
-        return status, rusage
-
-    def _check_budget(self, running: _Running) -> None:
-        """Hold the limits no kernel layer holds. Where no CPU quota holds the share, the CPU-seconds the bundle
-        bought are a budget: past it, ``cpu_exceeded``. Where no memory cgroup holds the memory, the tree's
-        resident memory is watched: over it, ``memory_exceeded``."""
-        cgroup, applied, envelope = running.launch.cgroup, running.launch.applied, running.envelope
-        if cgroup is not None:
-            cgroup.memory_bytes()  # keeps a peak where the kernel has no memory.peak
-        # A share below the kernel's smallest quota (1 ms per period) would get that much for free: hold it to
-        # the CPU-seconds it bought instead (none, for a bundle with no CPU).
-        cpu_held = "cgroup-cpu" in applied and envelope.cpu_cores >= MIN_QUOTA_CORES
-        memory_held = "cgroup-memory" in applied
-        if cpu_held and memory_held:
-            return
-        usage = tree_usage(running.process.pid)
-        if usage is None:
-            return
-        cpu = cgroup.cpu_seconds() if cgroup is not None else None
-        cpu = usage.cpu_seconds if cpu is None else cpu
-        running.peak_rss = max(running.peak_rss, usage.rss_bytes)
-        if not cpu_held and cpu > envelope.cpu_budget_seconds:
-            detail = f"used {cpu:.2f} CPU-s of a {envelope.cpu_budget_seconds:.2f} CPU-s budget"
-            self._condemn(running, TerminationReason.CPU_EXCEEDED, detail)
-        elif not memory_held and usage.rss_bytes > envelope.memory_bytes:
-            detail = f"resident memory {usage.rss_bytes} bytes over its {envelope.memory_bytes}"
-            self._condemn(running, TerminationReason.MEMORY_EXCEEDED, detail)
-
-    async def _check_disk(self, running: _Running) -> None:
+    def _disk_limit(self, claim: _Claim) -> DiskLimit:
         """The workspace is the agent's disk: past ``workspace_max_bytes`` or ``workspace_max_entries``, it is
-        killed (``disk_exceeded``). One file is capped by RLIMIT_FSIZE already; this bounds their sum."""
-        max_bytes, max_entries = self.settings.workspace_max_bytes, self.settings.workspace_max_entries
-        used, entries = await asyncio.to_thread(
-            self.workspaces.usage, running.claim.agent_id, limit_entries=max_entries
-        )
-        if used > max_bytes or entries > max_entries:
-            detail = f"its workspace holds {used} bytes in {entries} entries, over {max_bytes} bytes or {max_entries}"
-            self._condemn(running, TerminationReason.DISK_EXCEEDED, detail)
+        killed (``disk_exceeded``)."""
+        max_entries = self.settings.workspace_max_entries
+        usage = functools.partial(self.workspaces.usage, claim.agent_id, limit_entries=max_entries)
+        return DiskLimit(self.settings.workspace_max_bytes, max_entries, usage)
 
-    def _condemn(self, running: _Running, reason: TerminationReason, detail: str) -> None:
-        if running.reason is None:
-            running.reason, running.detail = reason, detail
-            log.info("execution %s: %s (%s); killing it", running.claim.execution_id, reason.value, detail)
-        self._kill_tree(running)
+    def _decide(self, running: _Running, ended: Exit) -> Outcome:
+        """Why it ended: the reason it was killed for, or else what its exit says."""
+        reason, detail = running.process.reason, running.process.detail
+        if reason is None:
+            reason, detail = _classify(ended, running.envelope)
+        return self._outcome(running, ended, reason, detail)
 
     @staticmethod
-    def _kill_tree(running: _Running, *, until_empty: bool = False) -> None:
-        """SIGKILL everything the execution started: its cgroup, its process group, the launcher itself."""
-        if running.launch.cgroup is not None:
-            running.launch.cgroup.kill(until_empty=until_empty)
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(running.process.pid, signal.SIGKILL)
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(running.process.pid, signal.SIGKILL)
-
-    def _tear_down(self, running: _Running, status: int, rusage: object) -> Outcome:
-        cgroup = running.launch.cgroup
-        self._kill_tree(running, until_empty=True)  # whatever outlived the launcher (daemons, orphans) dies now
-        cpu = cgroup.cpu_seconds() if cgroup is not None else None
-        peak = cgroup.peak_memory_bytes() if cgroup is not None else None
-        if cpu is None:
-            cpu = rusage.ru_utime + rusage.ru_stime  # type: ignore[attr-defined]
-        if not peak:
-            peak = max(rusage.ru_maxrss * 1024, running.peak_rss)  # type: ignore[attr-defined]
-        oom = cgroup is not None and cgroup.oom_killed()
-        if "cgroup-memory" not in running.launch.applied and peak >= running.envelope.memory_bytes:
-            oom = not os.WIFEXITED(status) or os.WEXITSTATUS(status) != 0  # it hit the address-space backstop
-        if cgroup is not None:
-            cgroup.remove()
-        exit_code, sig = _exit_of(status, bubblewrapped=self.sandbox.bwrap is not None)
-        reason, detail = running.reason, running.detail
-        if reason is None:
-            reason, detail = _classify(exit_code, sig, oom, cpu, running.envelope)
-        return self._outcome(running, reason, exit_code, sig, cpu, peak, detail)
-
-    def _outcome(
-        self,
-        running: _Running,
-        reason: TerminationReason,
-        exit_code: int | None,
-        sig: int | None,
-        cpu: float,
-        peak: int,
-        detail: str | None,
-    ) -> Outcome:
+    def _outcome(running: _Running, ended: Exit, reason: TerminationReason, detail: str | None) -> Outcome:
         return Outcome(
             running.claim.execution_id,
             running.claim.agent_id,
             reason,
-            exit_code,
-            sig,
+            ended.exit_code,
+            ended.signal,
             time.monotonic() - running.started,
-            cpu,
-            peak,
+            ended.cpu_seconds,
+            ended.peak_memory_bytes,
             detail,
-            running.launch.layers_record(),
+            running.process.launch.layers_record(),
         )
+
+    # --- record the end -------------------------------------------------------------------------------------
 
     async def _record_end_durably(self, outcome: Outcome) -> None:
         """Record the end, retrying while the database refuses; the outcome is remembered first, so the API
@@ -604,43 +448,27 @@ class ExecutionManager:
                             attempt, exc_info=True)  # fmt: skip
                 await asyncio.sleep(0.1 * 2**attempt)
 
-    def has_ended(self, execution_id: str) -> bool:
-        """Whether this manager saw the execution end (recorded or not yet)."""
-        return execution_id in self.ended
-
     def _record_end(self, outcome: Outcome) -> None:
+        """How it ended, ``execution.terminated`` and, when nothing will run the agent again, ``agent.dormant``,
+        in one transaction."""
         with self.database.transaction() as session:
-            session.execute(
-                update(Execution)
-                .where(Execution.id == outcome.execution_id)
-                .values(
-                    status="terminated",
-                    ended_at=utcnow(),
-                    reason=outcome.reason.value,
-                    exit_code=outcome.exit_code,
-                    signal=outcome.signal,
-                    cpu_seconds=outcome.cpu_seconds,
-                    peak_memory_bytes=outcome.peak_memory_bytes,
-                    detail=outcome.detail,  # the token's hash stays: a late call is told its token expired
-                )
-            )
-            self._record(
+            executions.record_terminated(
                 session,
-                ExecutionTerminated(
-                    agent_id=outcome.agent_id,
-                    data=ExecutionTerminatedData(
-                        execution_id=outcome.execution_id,
-                        reason=outcome.reason,
-                        exit_code=outcome.exit_code,
-                        signal=outcome.signal,
-                        detail=outcome.detail[:2000] if outcome.detail else None,
-                        wall_seconds=round(outcome.wall_seconds, 6),
-                        cpu_seconds=round(outcome.cpu_seconds, 6),
-                        peak_memory_bytes=outcome.peak_memory_bytes,
-                    ),
-                ),
+                outcome.execution_id,
+                reason=outcome.reason,
+                exit_code=outcome.exit_code,
+                signal=outcome.signal,
+                cpu_seconds=outcome.cpu_seconds,
+                peak_memory_bytes=outcome.peak_memory_bytes,
+                detail=outcome.detail,
             )
-            settle_dormancy(session, [outcome.agent_id], last_execution_id=outcome.execution_id, record=self._record)
+            record_event(session, self._stamped(_terminated(outcome)))
+            settle_dormancy(
+                session,
+                [outcome.agent_id],
+                last_execution_id=outcome.execution_id,
+                record=lambda tx, event: record_event(tx, self._stamped(event)),
+            )
         log.info(
             "execution %s of agent %s ended: %s (exit %s, signal %s, %.2f CPU-s, peak %d MiB)%s",
             outcome.execution_id,
@@ -653,10 +481,11 @@ class ExecutionManager:
             f": {outcome.detail}" if outcome.detail else "",
         )
 
-    def _record(self, session: Session, event: Event) -> None:
-        if self.correlation_id is not None:
-            event = event.model_copy(update={"correlation_id": self.correlation_id})
-        record_event(session, event)
+    def _stamped(self, event: EventT) -> EventT:
+        """The event under this runtime's correlation id, when it has one."""
+        if self.correlation_id is None:
+            return event
+        return event.model_copy(update={"correlation_id": self.correlation_id})
 
     def _remember(self, outcome: Outcome) -> None:
         self.ended[outcome.execution_id] = outcome
@@ -679,40 +508,55 @@ class ExecutionManager:
 
     def _recover(self) -> list[str]:
         with self.database.reader() as session:
-            stale = session.execute(
-                select(Execution.id, Execution.agent_id, Execution.started_at).where(Execution.status == "running")
-            ).all()
-        for execution_id, agent_id, started_at in stale:
-            if self.sandbox.cgroups is not None:
-                leftover = self.sandbox.cgroups.existing(execution_id)
-                if leftover is not None:
-                    leftover.kill()
-                    leftover.remove()
-            wall = (utcnow() - started_at).total_seconds() if started_at else 0.0
+            stale = executions.left_running(session)
+        for execution in stale:
+            self.sandbox.remove_leftovers(execution.execution_id)
+            wall = (utcnow() - execution.started_at).total_seconds() if execution.started_at else 0.0
             outcome = Outcome(
-                execution_id, agent_id, TerminationReason.KILLED, None, None, max(wall, 0.0), 0.0, 0,
-                "the runtime that ran it stopped before it ended; usage unknown",
+                execution.execution_id, execution.agent_id, TerminationReason.KILLED, None, None, max(wall, 0.0),
+                0.0, 0, "the runtime that ran it stopped before it ended; usage unknown",
             )  # fmt: skip
             self._record_end(outcome)
         if stale:
             log.warning("recovered %d executions left running by a previous runtime", len(stale))
-        return [row[0] for row in stale]
+        return [execution.execution_id for execution in stale]
 
 
-def _exit_of(status: int, *, bubblewrapped: bool) -> tuple[int | None, int | None]:
-    """(exit code, signal) of the agent. bubblewrap reports a child killed by signal N as exit 128 + N."""
-    if os.WIFSIGNALED(status):
-        return None, os.WTERMSIG(status)
-    code = os.WEXITSTATUS(status)
-    if bubblewrapped and 128 < code < 128 + 65:
-        return None, code - 128
-    return code, None
+def _never_ran(execution_id: str, agent_id: str, detail: str) -> ExecutionTerminated:
+    return ExecutionTerminated(
+        agent_id=agent_id,
+        data=ExecutionTerminatedData(
+            execution_id=execution_id,
+            reason=TerminationReason.KILLED,
+            detail=detail,
+            wall_seconds=0.0,
+            cpu_seconds=0.0,
+            peak_memory_bytes=0,
+        ),
+    )
 
 
-def _classify(
-    exit_code: int | None, sig: int | None, oom: bool, cpu: float, envelope: Envelope
-) -> tuple[TerminationReason, str | None]:
-    if oom:
+def _terminated(outcome: Outcome) -> ExecutionTerminated:
+    return ExecutionTerminated(
+        agent_id=outcome.agent_id,
+        data=ExecutionTerminatedData(
+            execution_id=outcome.execution_id,
+            reason=outcome.reason,
+            exit_code=outcome.exit_code,
+            signal=outcome.signal,
+            detail=outcome.detail[:EVENT_DETAIL_CHARS] if outcome.detail else None,
+            wall_seconds=round(outcome.wall_seconds, 6),
+            cpu_seconds=round(outcome.cpu_seconds, 6),
+            peak_memory_bytes=outcome.peak_memory_bytes,
+        ),
+    )
+
+
+def _classify(ended: Exit, envelope: Envelope) -> tuple[TerminationReason, str | None]:
+    """What an exit nobody condemned says: killed for its memory or CPU by a kernel layer, a file too large, a
+    launcher that could not enter its sandbox — or it completed."""
+    cpu, sig = ended.cpu_seconds, ended.signal
+    if ended.oom:
         return TerminationReason.MEMORY_EXCEEDED, f"over its memory limit of {envelope.memory_bytes} bytes"
     if sig == signal.SIGXCPU or (sig == signal.SIGKILL and cpu >= envelope.cpu_budget_seconds):
         return (
@@ -721,6 +565,6 @@ def _classify(
         )
     if sig == signal.SIGXFSZ:  # a shell or C agent; Python ignores the signal and gets EFBIG instead
         return TerminationReason.DISK_EXCEEDED, "wrote a file past max_file_bytes (RLIMIT_FSIZE)"
-    if exit_code == LAUNCH_FAILED:
+    if ended.exit_code == LAUNCH_FAILED:
         return TerminationReason.ERROR, "the launcher could not put it inside its sandbox layers (see its log)"
     return TerminationReason.COMPLETED, None

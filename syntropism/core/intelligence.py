@@ -13,54 +13,58 @@ runtime on the database). The worst case is an upper bound of everything that ma
   (1024) per choice, or less when less is left of the quota or when the bucket's burst could never hold more —
   never "whatever is left", which would hold the shared bucket for one slow request.
 
-A request that cannot fit is refused before it costs anything: 402 ``quota_exceeded`` past the quota, 429
-``system_limit`` (with Retry-After) when the bucket is spent for now, 429 ``exceeds_system_limit`` when it could
-never hold the request — each saying which ``max_tokens`` would fit. After the response the upstream's
+A request that cannot fit is refused before it costs anything: ``quota_exceeded`` past the quota,
+``system_limit`` (with the seconds to retry after) when the bucket is spent for now, ``exceeds_system_limit``
+when it could never hold the request — each saying which ``max_tokens`` would fit. After the response the upstream's
 reported ``usage`` is charged (at most the reservation, which bounds it; a missing ``usage`` charges the whole
 reservation) and the rest is returned to the quota and the bucket; an upstream error or timeout charges
 nothing. So an execution never receives more tokens than it bought, however many requests it runs at once.
 
-Idempotency: a repeat of a key with the same body replays the first answer (a streamed one cannot be: 409); a
-key reused for a different body is refused (409 ``idempotency_conflict``, compared by a hash of the canonical
+Idempotency: a repeat of a key with the same body replays the first answer (a streamed one cannot be); a
+key reused for a different body is refused (``idempotency_conflict``, compared by a hash of the canonical
 body); a repeat that arrives while the first is in flight waits for it and replays it. Each execution keeps
 its last ``REPLAY_ANSWERS`` answers (up to ``REPLAY_BYTES``) and the body hashes of its last ``REPLAY_KEYS``
-keys; a repeat whose answer is no longer kept is refused (409), a key older than that is new again.
+keys; a repeat whose answer is no longer kept is refused, a key older than that is new again.
 
 Reservations live in this process, which is the one that runs the execution and serves its socket; the charge
 is recorded durably with ``intelligence.tokens_consumed`` (and ``executions.tokens_consumed``), for all requests
 settled within ``RECORD_DELAY`` in one transaction, just after their answers went out. A record that fails
 (the database busy) is kept, logged and retried; nothing charged is lost.
+
+The service answers with plain results — an :class:`Answer` (the upstream's body, as it sent it) or a
+:class:`Stream` (its lines, relayed as they come) — and refuses with :class:`InferenceRefused`; the API makes
+the HTTP of them. The upstream itself is :class:`~syntropism.infra.upstream_llm.UpstreamLLM`.
 """
 
 from __future__ import annotations
 
 import asyncio
+import functools
 import hashlib
 import json
 import logging
 import math
 from collections import OrderedDict
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from decimal import Decimal
-from typing import Any
+from typing import Any, TypeVar
 
-import aiohttp
-from sqlalchemy import bindparam, select, update
-from starlette.background import BackgroundTask
-from starlette.concurrency import run_in_threadpool
-from starlette.responses import Response, StreamingResponse
+from anyio import to_thread
 
 from syntropism.config import Settings
 from syntropism.core.market import bundle_of
+from syntropism.domain.errors import Reason, Refused
 from syntropism.domain.events import RequestDenied, RequestDeniedData, TokensConsumed, TokensConsumedData
 from syntropism.domain.models import HardEnvelope
 from syntropism.infra.database import Database
+from syntropism.infra.metering import charge_tokens, metered_execution
 from syntropism.infra.outbox import outbox_row, record_event, record_rows
 from syntropism.infra.spend_limiter import SpendLimiter
-from syntropism.infra.tables import Execution
+from syntropism.infra.upstream_llm import UpstreamFailed, UpstreamLLM, UpstreamStream
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 DEFAULT_MAX_TOKENS = 1024  # per choice, for a request that names no max_tokens
 TEMPLATE_TOKENS_PER_MESSAGE = 8  # role markers and separators a chat template adds around each message
@@ -75,20 +79,38 @@ REPLAY_BYTES = 2 * 1024 * 1024  # …and their bytes at most
 REPLAY_KEYS = 4096  # idempotency keys (with their body's hash) remembered per execution
 RECORD_DELAY = 0.1  # seconds: consumption settled within this long is recorded in one transaction
 RECORD_RETRY_DELAY = 1.0  # seconds before a failed record is tried again
-EXECUTIONS = Execution.__table__
-CHARGE_TOKENS = (
-    update(EXECUTIONS)
-    .where(EXECUTIONS.c.id == bindparam("execution"))
-    .values(tokens_consumed=EXECUTIONS.c.tokens_consumed + bindparam("spent"))
-)
+DENIAL_DETAIL_CHARS = 1000
 
 
-class InferenceRefused(Exception):
-    """A request refused before or by the upstream; ``status`` and ``reason`` for the API's error body."""
+class InferenceRefused(Refused):
+    """A request refused before or by the upstream. ``retry_after``: the seconds after which the same request
+    may fit (the system-wide bucket spent for now), when that is known."""
 
-    def __init__(self, status: int, reason: str, detail: str, headers: dict[str, str] | None = None) -> None:
-        super().__init__(detail)
-        self.status, self.reason, self.detail, self.headers = status, reason, detail, headers
+    def __init__(self, reason: Reason, detail: str, *, retry_after: int | None = None) -> None:
+        super().__init__(reason, detail)
+        self.retry_after = retry_after
+
+
+@dataclass(frozen=True)
+class Answer:
+    """A whole answer: the upstream's JSON ``body`` as it sent it (or as it was first served, ``replayed``) and
+    the tokens left of the quota. ``settle``, when there is one, records the request: await it once the answer
+    went out, so the record never delays it."""
+
+    body: bytes
+    tokens_remaining: int
+    replayed: bool = False
+    settle: Callable[[], Awaitable[None]] | None = None
+
+
+@dataclass(frozen=True)
+class Stream:
+    """A streamed answer: its server-sent-event lines, relayed as the upstream writes them. ``settle`` must be
+    called however the response ends — a relay never begun (the client left first) cannot settle itself; it is
+    settled once, whoever calls first."""
+
+    chunks: AsyncIterator[bytes]
+    settle: Callable[[], None]
 
 
 _COMPACT = json.JSONEncoder(ensure_ascii=False)  # made once: json.dumps with options makes one per call
@@ -166,25 +188,12 @@ class _Request:
     model: str
 
 
-class _SettledStream(StreamingResponse):
-    """A streamed answer that settles its request however the response ends: a relay that never began (the
-    client left first) has no ``finally`` of its own to run."""
-
-    def __init__(self, content: AsyncIterator[bytes], settle: Callable[[], None], **kwargs: Any) -> None:
-        super().__init__(content, **kwargs)
-        self._settle = settle
-
-    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
-        try:
-            await super().__call__(scope, receive, send)
-        finally:
-            self._settle()
-
-
 Settled = tuple[_Request, int, int, int]  # a request, its prompt and completion tokens, the quota left after it
 
 
 class IntelligenceService:
+    """The metered proxy: admits, forwards and charges each execution's inference requests."""
+
     def __init__(self, database: Database, settings: Settings) -> None:
         self.database = database
         self.settings = settings
@@ -194,7 +203,7 @@ class IntelligenceService:
         self._unreturned = 0  # tokens recorded as unused whose return to the bucket failed: returned next flush
         self._flush_handle: asyncio.TimerHandle | None = None
         self._flushes: set[asyncio.Future[bool]] = set()
-        self._client: aiohttp.ClientSession | None = None
+        self.upstream = UpstreamLLM(settings.llm_base_url or "", settings.llm_api_key, settings.llm_timeout_seconds)
 
     async def close(self) -> None:
         if self._flushes:
@@ -212,19 +221,17 @@ class IntelligenceService:
         if self._flush_handle is not None:
             self._flush_handle.cancel()
             self._flush_handle = None
-        await run_in_threadpool(self.limiter.close)
-        if self._client is not None:
-            await self._client.close()
-            self._client = None
+        await to_thread.run_sync(self.limiter.close)
+        await self.upstream.close()
 
     # --- the request ----------------------------------------------------------------------------------------
 
-    async def infer(self, agent_id: str, execution_id: str, body: dict[str, Any], key: str) -> Response:
+    async def infer(self, agent_id: str, execution_id: str, body: dict[str, Any], key: str) -> Answer | Stream:
         """Serve ``body`` (a validated ``InferenceIn``) under idempotency ``key``: replay a repeat, make a repeat
         that arrives while the first is in flight wait for it, refuse another body under a used key."""
         if not self.settings.llm_base_url:
             raise await self._deny(
-                agent_id, execution_id, 503, "no_upstream",
+                agent_id, execution_id, Reason.NO_UPSTREAM,
                 "no LLM is configured: set SYNTROPISM_LLM_BASE_URL (an OpenAI-compatible /v1 URL: a hosted API, "
                 "vLLM, Ollama, llama.cpp server), and SYNTROPISM_LLM_API_KEY if it needs a key",
             )  # fmt: skip
@@ -239,7 +246,7 @@ class IntelligenceService:
                 break
             if first[0] != digest:
                 raise InferenceRefused(
-                    409, "idempotency_conflict",
+                    Reason.IDEMPOTENCY_CONFLICT,
                     f"another request under the key {key!r} is in flight; use a new key for a new request",
                 )  # fmt: skip
             await asyncio.shield(first[1])  # then replay its answer, or try again if it failed
@@ -252,31 +259,31 @@ class IntelligenceService:
             done.set_result(None)
 
     @staticmethod
-    def _replay(quota: Quota, key: str, digest: bytes) -> Response | None:
-        """The answer already served under ``key`` for this body; None if the key is new; 409 if it cannot be."""
+    def _replay(quota: Quota, key: str, digest: bytes) -> Answer | None:
+        """The answer already served under ``key`` for this body; None if the key is new; refused if it cannot
+        be replayed."""
         used = quota.keys.get(key)
         if used is None:
             return None
         if used[0] != digest:
             raise InferenceRefused(
-                409, "idempotency_conflict",
+                Reason.IDEMPOTENCY_CONFLICT,
                 f"the key {key!r} was used for a different request; use a new key for a new request",
             )  # fmt: skip
         if used[1]:
-            raise InferenceRefused(409, "idempotency_conflict", f"a streamed answer ({key!r}) cannot be replayed")
+            raise InferenceRefused(Reason.IDEMPOTENCY_CONFLICT, f"a streamed answer ({key!r}) cannot be replayed")
         answer = quota.answers.get(key)
         if answer is None:
             raise InferenceRefused(
-                409, "idempotency_conflict",
+                Reason.IDEMPOTENCY_CONFLICT,
                 f"the answer under the key {key!r} is no longer kept (an execution keeps its last {REPLAY_ANSWERS} "
                 f"answers, {REPLAY_BYTES} bytes at most); use a new key",
             )  # fmt: skip
-        headers = {"X-Replayed": "true", "X-Tokens-Remaining": str(quota.remaining)}
-        return Response(answer, media_type="application/json", headers=headers)
+        return Answer(answer, quota.remaining, replayed=True)
 
     async def _forward(
         self, agent_id: str, execution_id: str, quota: Quota, body: dict[str, Any], key: str, digest: bytes
-    ) -> Response:
+    ) -> Answer | Stream:
         request = await self._admit(agent_id, execution_id, quota, body)
         upstream_body = {**body, "model": request.model, "max_tokens": request.max_tokens}
         upstream_body.pop("max_completion_tokens", None)
@@ -304,7 +311,7 @@ class IntelligenceService:
                 f"max_tokens ≤ {most} would fit" if most >= 1 else f"no max_tokens would (its prompt may use {prompt})"
             )
             raise await self._deny(
-                agent_id, execution_id, 402, "quota_exceeded",
+                agent_id, execution_id, Reason.QUOTA_EXCEEDED,
                 f"this request may use up to {reservation} tokens (prompt ≤ {prompt}, {completion}); "
                 f"{quota.remaining} of the execution's {quota.total} remain: {fits}",
                 requested=reservation, remaining=quota.remaining,
@@ -312,7 +319,7 @@ class IntelligenceService:
         if max_tokens > ever:
             fits = f"max_tokens ≤ {ever} would" if ever >= 1 else "its prompt alone is too large"
             raise await self._deny(
-                agent_id, execution_id, 429, "exceeds_system_limit",
+                agent_id, execution_id, Reason.EXCEEDS_SYSTEM_LIMIT,
                 f"this request may use up to {reservation} tokens (prompt ≤ {prompt}, {completion}): more than the "
                 f"system-wide bucket ever holds ({burst} = LLM_SPEND_LIMIT {self.settings.llm_spend_limit} tokens/s × "
                 f"llm_window_seconds {self.settings.llm_window_seconds:g}), so it can never fit; {fits}",
@@ -328,55 +335,41 @@ class IntelligenceService:
             quota.reserved -= reservation
             retry = "never, at this size" if wait == float("inf") else f"{wait:.1f} s"
             raise await self._deny(
-                agent_id, execution_id, 429, "system_limit",
+                agent_id, execution_id, Reason.SYSTEM_LIMIT,
                 f"LLM_SPEND_LIMIT ({self.settings.llm_spend_limit} tokens/s) is spent for now; retry in {retry}",
                 requested=reservation, remaining=quota.remaining,
-                headers={"Retry-After": str(max(1, int(wait) + 1))} if wait != float("inf") else None,
+                retry_after=max(1, int(wait) + 1) if wait != float("inf") else None,
             )  # fmt: skip
         model = body.get("model") or self.settings.llm_default_model or ""
         mapped = self.settings.llm_model_map.get(model, model)
         return _Request(agent_id, execution_id, quota, reservation, max_tokens, mapped)
 
-    async def _send(
-        self, request: _Request, upstream_body: dict[str, Any], *, stream: bool
-    ) -> tuple[aiohttp.ClientResponse, bytes]:
-        """The upstream's answer and, unless streaming, its body; a timeout is 504, anything else that goes
-        wrong 502, and neither is charged. Cancelled meanwhile (the runtime stopping), the request is charged
-        its whole reservation: the upstream may have written it all."""
+    async def _send(self, request: _Request, call: Awaitable[T]) -> T:
+        """What the upstream ``call`` gives; a failure (a timeout, no connection, an error status) is refused and
+        not charged. Cancelled meanwhile (the runtime stopping), the request is charged its whole reservation:
+        the upstream may have written it all."""
         try:
-            response = await self._http().post(self._completions_url, json=upstream_body)
-            content = b"" if stream and response.status < 400 else await response.read()
-        except TimeoutError:
-            timeout = self.settings.llm_timeout_seconds
-            raise await self._fail(request, 504, "upstream_timeout", f"no answer within {timeout:g} s") from None
-        except aiohttp.ClientError as exc:
-            raise await self._fail(request, 502, "upstream_unreachable", f"{type(exc).__name__}: {exc}") from None
+            return await call
+        except UpstreamFailed as failed:
+            raise await self._fail(request, failed.reason, failed.detail) from None
         except asyncio.CancelledError:
             self._queue(request, 0, request.reservation, self._charge(request, 0, request.reservation))
             raise
-        if response.status >= 400:
-            text = content.decode(errors="replace")[:500]
-            raise await self._fail(request, 502, "upstream_error", f"upstream answered {response.status}: {text}")
-        return response, content
 
-    async def _complete(self, request: _Request, upstream_body: dict[str, Any], key: str, digest: bytes) -> Response:
-        _response, content = await self._send(request, upstream_body, stream=False)
+    async def _complete(self, request: _Request, upstream_body: dict[str, Any], key: str, digest: bytes) -> Answer:
+        content = await self._send(request, self.upstream.complete(upstream_body))
         try:
             answer = json.loads(content)
         except ValueError:
-            raise await self._fail(request, 502, "upstream_error", "the upstream's answer is not JSON") from None
+            raise await self._fail(request, Reason.UPSTREAM_ERROR, "the upstream's answer is not JSON") from None
         prompt, completion = self._usage(answer.get("usage") if isinstance(answer, dict) else None, request)
         remaining = self._charge(request, prompt, completion)
         request.quota.remember(key, digest, content)
-        return Response(
-            content,
-            media_type="application/json",
-            headers={"X-Tokens-Remaining": str(remaining)},
-            background=BackgroundTask(self._settle, request, prompt, completion, remaining),  # after the answer
-        )
+        settle = functools.partial(self._settle, request, prompt, completion, remaining)
+        return Answer(content, remaining, settle=settle)
 
-    async def _stream(self, request: _Request, upstream_body: dict[str, Any], key: str, digest: bytes) -> Response:
-        response, _ = await self._send(request, upstream_body, stream=True)
+    async def _stream(self, request: _Request, upstream_body: dict[str, Any], key: str, digest: bytes) -> Stream:
+        response: UpstreamStream = await self._send(request, self.upstream.stream(upstream_body))
         request.quota.remember(key, digest, None)
         usage: dict[str, Any] | None = None
         settled = False
@@ -392,7 +385,7 @@ class IntelligenceService:
         async def relay() -> AsyncIterator[bytes]:
             nonlocal usage
             try:
-                async for raw in response.content:
+                async for raw in response.lines:
                     line = raw.decode(errors="replace").rstrip("\r\n")
                     if line.startswith("data: ") and line != "data: [DONE]":
                         try:
@@ -405,7 +398,7 @@ class IntelligenceService:
             finally:
                 settle()
 
-        return _SettledStream(relay(), settle, media_type="text/event-stream")
+        return Stream(relay(), settle)
 
     # --- metering -------------------------------------------------------------------------------------------
 
@@ -463,7 +456,7 @@ class IntelligenceService:
         if not settled and not unreturned:
             return True
         try:
-            unreturned = await run_in_threadpool(self._record_consumption, settled, unreturned)
+            unreturned = await to_thread.run_sync(self._record_consumption, settled, unreturned)
         except Exception:
             log.exception(
                 "recording %d settled inference request(s) of execution(s) %s (%d tokens) failed: kept, retrying "
@@ -507,9 +500,7 @@ class IntelligenceService:
                 for request, prompt, completion, remaining in settled
             ]
             with self.database.transaction() as session:
-                session.connection().execute(
-                    CHARGE_TOKENS, [{"execution": e, "spent": tokens} for e, tokens in per_execution.items()]
-                )
+                charge_tokens(session, per_execution)
                 record_rows(session, [outbox_row(event) for event in events])
         unused = unreturned + sum(request.reservation for request, *_ in settled) - sum(spent)
         try:
@@ -519,38 +510,38 @@ class IntelligenceService:
             return unused
         return 0
 
-    async def _fail(self, request: _Request, status: int, reason: str, detail: str) -> InferenceRefused:
+    async def _fail(self, request: _Request, reason: Reason, detail: str) -> InferenceRefused:
         """The upstream failed: nothing is charged, the reservation goes back to the quota and the bucket."""
         request.quota.reserved -= request.reservation
         await self.limiter.database.short(self.limiter.give_back, request.reservation)
         return await self._deny(
-            request.agent_id, request.execution_id, status, reason, detail, remaining=request.quota.remaining
+            request.agent_id, request.execution_id, reason, detail, remaining=request.quota.remaining
         )
 
     async def _deny(
         self,
         agent_id: str,
         execution_id: str,
-        status: int,
-        reason: str,
+        reason: Reason,
         detail: str,
         *,
         requested: int | None = None,
         remaining: int | None = None,
-        headers: dict[str, str] | None = None,
+        retry_after: int | None = None,
     ) -> InferenceRefused:
+        """Record the refusal (``intelligence.request_denied``), then give it to the caller to raise."""
         event = RequestDenied(
             agent_id=agent_id,
             data=RequestDeniedData(
                 execution_id=execution_id,
                 reason=reason,
-                detail=detail[:1000],
+                detail=detail[:DENIAL_DETAIL_CHARS],
                 requested_tokens=requested,
                 remaining_quota=max(0, remaining) if remaining is not None else None,
             ),
         )
-        await run_in_threadpool(self._record, event)
-        return InferenceRefused(status, reason, detail, headers)
+        await to_thread.run_sync(self._record, event)
+        return InferenceRefused(reason, detail, retry_after=retry_after)
 
     def _record(self, event: RequestDenied) -> None:
         with self.database.transaction() as session:
@@ -559,13 +550,13 @@ class IntelligenceService:
     async def _quota(self, execution_id: str) -> Quota:
         quota = self._quotas.get(execution_id)
         if quota is None:
-            quota = await run_in_threadpool(self._load_quota, execution_id)
+            quota = await to_thread.run_sync(self._load_quota, execution_id)
             quota = self._quotas.setdefault(execution_id, quota)
         return quota
 
     def _load_quota(self, execution_id: str) -> Quota:
         with self.database.reader() as session:
-            execution = session.scalars(select(Execution).where(Execution.id == execution_id)).one()
+            execution = metered_execution(session, execution_id)
             envelope = HardEnvelope.of(
                 bundle_of(execution),
                 cpu_cores=Decimal(str(self.settings.cpu_cores)),
@@ -577,15 +568,3 @@ class IntelligenceService:
     def forget(self, execution_id: str) -> None:
         """The execution ended: its reservations and replay cache go."""
         self._quotas.pop(execution_id, None)
-
-    @property
-    def _completions_url(self) -> str:
-        return f"{(self.settings.llm_base_url or '').rstrip('/')}/chat/completions"
-
-    def _http(self) -> aiohttp.ClientSession:
-        """aiohttp rather than httpx here: per request it costs about a third, and this is the hot path."""
-        if self._client is None:
-            headers = {"Authorization": f"Bearer {self.settings.llm_api_key}"} if self.settings.llm_api_key else {}
-            timeout = aiohttp.ClientTimeout(total=self.settings.llm_timeout_seconds)
-            self._client = aiohttp.ClientSession(headers=headers, timeout=timeout)
-        return self._client

@@ -10,14 +10,13 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable
 
-from sqlalchemy import or_, select
-from sqlalchemy.orm import Session
-
 from syntropism.domain.events import AgentDormant, AgentDormantData, Event
+from syntropism.domain.status import AgentStatus
+from syntropism.infra import allocations, bids
+from syntropism.infra.agents import locked_agent
+from syntropism.infra.database import Session
 from syntropism.infra.outbox import record_event
-from syntropism.infra.tables import Agent, Bid, Execution, utcnow
-
-LIVE_EXECUTIONS = ("allocated", "running")
+from syntropism.infra.tables import utcnow
 
 
 def settle_dormancy(
@@ -30,30 +29,16 @@ def settle_dormancy(
     """Make each active agent among ``agent_ids`` dormant when nothing will run it again; returns those."""
     dormant = []
     for agent_id in sorted(set(agent_ids)):  # one lock order
-        agent = session.get(Agent, agent_id, with_for_update=True)
-        if agent is None or agent.status != "active" or _has_future(session, agent_id):
+        agent = locked_agent(session, agent_id)
+        if agent is None or agent.status != AgentStatus.ACTIVE or _has_future(session, agent_id):
             continue
-        agent.status, agent.status_changed_at = "dormant", utcnow()
-        last = last_execution_id or session.scalar(
-            select(Execution.id).where(Execution.agent_id == agent_id).order_by(Execution.allocated_at.desc()).limit(1)
-        )
+        agent.status, agent.status_changed_at = AgentStatus.DORMANT, utcnow()
+        last = last_execution_id or allocations.latest_of(session, agent_id)
         record(session, AgentDormant(agent_id=agent_id, data=AgentDormantData(last_execution_id=last)))
         dormant.append(agent_id)
     return dormant
 
 
 def _has_future(session: Session, agent_id: str) -> bool:
-    live = session.scalar(
-        select(Execution.id).where(Execution.agent_id == agent_id, Execution.status.in_(LIVE_EXECUTIONS)).limit(1)
-    )
-    if live is not None:
-        return True
-    pending = session.scalar(
-        select(Bid.id)
-        .where(
-            Bid.status == "pending",
-            or_(Bid.on_behalf_of == agent_id, (Bid.agent_id == agent_id) & Bid.on_behalf_of.is_(None)),
-        )
-        .limit(1)
-    )
-    return pending is not None
+    """Whether something will run the agent: a live execution of it, or a pending bid that would run it."""
+    return allocations.has_live(session, agent_id) or bids.has_pending_for(session, agent_id)

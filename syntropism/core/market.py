@@ -16,34 +16,40 @@ from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import bindparam, func, select
-from sqlalchemy.orm import Session
-
 from syntropism.config import Settings
 from syntropism.core.lifecycle import settle_dormancy
 from syntropism.domain import economy
-from syntropism.domain.clearing import PPM, RESOURCES, ClearingResult
+from syntropism.domain.clearing import RESOURCES, ClearingResult
 from syntropism.domain.economy import LedgerError
+from syntropism.domain.errors import Reason
 from syntropism.domain.events import (
     BidCancelled,
     BidCancelledData,
     BidPlaced,
     BidPlacedData,
+    BidRejected,
     BidRejectedData,
     PriceDiscovered,
     PriceDiscoveredData,
     UnlockReason,
 )
-from syntropism.domain.events import (
-    BidRejected as BidRejectedEvent,
+from syntropism.domain.market import BidRefused, BidRequest, MarketState, validate_bid
+from syntropism.domain.models import (
+    Resource,
+    ResourceBundle,
+    fraction_to_ppm,
+    from_micros,
+    ppm_to_fraction,
+    time_ordered_id,
 )
-from syntropism.domain.market import BidRejected, BidRequest, MarketState, validate_bid
-from syntropism.domain.models import Resource, ResourceBundle, from_micros, time_ordered_id
-from syntropism.infra.database import Database
+from syntropism.domain.status import AgentStatus, BidStatus
+from syntropism.infra import bids, market_state
+from syntropism.infra.agents import get_agent
+from syntropism.infra.database import Database, Session
 from syntropism.infra.ledger import apply
 from syntropism.infra.outbox import record_event
-from syntropism.infra.tables import Agent, Bid, utcnow
-from syntropism.infra.tables import MarketState as MarketStateRow
+from syntropism.infra.tables import Bid, bundle_columns, utcnow
+from syntropism.infra.tables import bundle_of as bundle_of  # the services and the API read stored bundles by it
 
 log = logging.getLogger(__name__)
 
@@ -53,7 +59,7 @@ class PlacedBid:
     bid_id: str
     agent_id: str
     amount: Decimal
-    status: str
+    status: BidStatus
     replayed: bool = False
     on_behalf_of: str | None = None
     bundle: ResourceBundle | None = None
@@ -65,7 +71,7 @@ class PlacedBid:
             bid.id,
             bid.agent_id,
             from_micros(bid.amount_micros),
-            bid.status,
+            BidStatus(bid.status),
             replayed,
             bid.on_behalf_of,
             bundle_of(bid),
@@ -73,24 +79,7 @@ class PlacedBid:
         )
 
 
-def bundle_columns(bundle: ResourceBundle) -> dict[str, int]:
-    """A bundle as the bids/executions columns store it: fractions in ppm, duration in ms."""
-    columns = {f"{r.value}_ppm": int(bundle.fraction(r) * PPM) for r in RESOURCES}
-    return columns | {"duration_ms": int(bundle.duration_seconds * 1000)}
-
-
-def bundle_of(row: Any) -> ResourceBundle:
-    """The bundle a bids or executions row stores (the inverse of :func:`bundle_columns`)."""
-    return ResourceBundle(
-        **{f"{r.value}_percent": Decimal(getattr(row, f"{r.value}_ppm")) / PPM for r in RESOURCES},
-        duration_seconds=Decimal(row.duration_ms) / 1000,
-    )
-
-
 MAX_TRACKED_BIDDERS = 10_000
-PENDING_BIDS_OF = select(func.count()).select_from(  # built once: it runs with every bid; counts no further than cap
-    select(Bid.id).where(Bid.agent_id == bindparam("agent"), Bid.status == "pending").limit(bindparam("cap")).subquery()
-)
 
 
 class RejectionBudget:
@@ -145,7 +134,7 @@ class MarketManager:
         lifetime_cycles: int | None = None,
         on_behalf_of: str | None = None,
     ) -> PlacedBid:
-        """Validate, lock the amount and record the bid; raises :class:`BidRejected` with the reason."""
+        """Validate, lock the amount and record the bid; raises :class:`BidRefused` with the reason."""
         try:
             request = validate_bid(
                 bundle,
@@ -155,32 +144,20 @@ class MarketManager:
             )
             self._check_minimum(request)
             with self.database.transaction() as session:
-                existing = session.scalars(select(Bid).where(Bid.idempotency_key == idempotency_key)).one_or_none()
+                existing = bids.by_key(session, idempotency_key)
                 if existing is not None:
                     return self._replay(existing, agent_id, idempotency_key, request, on_behalf_of)
                 self._check_agents(session, agent_id, on_behalf_of)
                 self._check_pending_cap(session, agent_id)
                 bid_id = time_ordered_id()
-                session.add(
-                    Bid(
-                        id=bid_id,
-                        agent_id=agent_id,
-                        on_behalf_of=on_behalf_of,
-                        amount_micros=request.amount_micros,
-                        lifetime_cycles=request.lifetime_cycles,
-                        cycles_remaining=request.lifetime_cycles,
-                        idempotency_key=idempotency_key,
-                        **bundle_columns(request.bundle),
-                    )
-                )
-                session.flush()
+                bids.add(session, bid_id, agent_id, request, idempotency_key=idempotency_key, on_behalf_of=on_behalf_of)
                 amount_credits = from_micros(request.amount_micros)
                 try:
                     apply(
                         session, economy.lock(agent_id, amount_credits, idempotency_key=f"lock:{bid_id}", bid_id=bid_id)
                     )
                 except LedgerError as error:
-                    raise BidRejected(error.code, str(error)) from None
+                    raise BidRefused(error.reason, str(error)) from None
                 record_event(
                     session,
                     BidPlaced(
@@ -198,12 +175,12 @@ class MarketManager:
                     bid_id,
                     agent_id,
                     amount_credits,
-                    "pending",
+                    BidStatus.PENDING,
                     on_behalf_of=on_behalf_of,
                     bundle=request.bundle,
                     cycles_remaining=request.lifetime_cycles,
                 )
-        except BidRejected as rejection:
+        except BidRefused as rejection:
             self._record_rejection(agent_id, rejection, bundle, amount, on_behalf_of)
             raise
 
@@ -214,23 +191,23 @@ class MarketManager:
         stored_bundle = {c: getattr(bid, c) for c in bundle_columns(request.bundle)}
         asked = (agent_id, on_behalf_of, request.amount_micros, request.lifetime_cycles)
         if (stored, stored_bundle) != (asked, bundle_columns(request.bundle)):
-            raise BidRejected("idempotency_conflict", f"idempotency key {key!r} was used for a different bid")
+            raise BidRefused(Reason.IDEMPOTENCY_CONFLICT, f"idempotency key {key!r} was used for a different bid")
         return PlacedBid.of(bid, replayed=True)
 
     def _check_minimum(self, request: BidRequest) -> None:
         """Every pending bid is a row each cycle reads and an event it writes: a bid is at least ``min_bid``."""
         if request.amount_micros < self._min_bid_micros:
-            raise BidRejected(
-                "bid_too_small", f"a bid is at least {from_micros(self._min_bid_micros)} credits (min_bid)"
+            raise BidRefused(
+                Reason.BID_TOO_SMALL, f"a bid is at least {from_micros(self._min_bid_micros)} credits (min_bid)"
             )
 
     def _check_pending_cap(self, session: Session, agent_id: str) -> None:
         """An agent may have ``max_pending_bids_per_agent`` pending bids at once."""
         cap = self.settings.max_pending_bids_per_agent
-        pending = session.scalar(PENDING_BIDS_OF, {"agent": agent_id, "cap": cap})
+        pending = bids.pending_count(session, agent_id, cap)
         if pending >= cap:
-            raise BidRejected(
-                "too_many_bids", f"{agent_id} has {pending} pending bids, the most one agent may have; cancel one"
+            raise BidRefused(
+                Reason.TOO_MANY_BIDS, f"{agent_id} has {pending} pending bids, the most one agent may have; cancel one"
             )
 
     @staticmethod
@@ -238,14 +215,14 @@ class MarketManager:
         for role, who in (("bidder", agent_id), ("beneficiary", on_behalf_of)):
             if who is None:
                 continue
-            agent = session.get(Agent, who)
+            agent = get_agent(session, who)
             if agent is None:
-                raise BidRejected("unknown_agent", f"{role} {who} does not exist")
-            if agent.status == "died":
-                raise BidRejected("agent_dead", f"{role} {who} has died and can no longer take part")
+                raise BidRefused(Reason.UNKNOWN_AGENT, f"{role} {who} does not exist")
+            if agent.status == AgentStatus.DIED:
+                raise BidRefused(Reason.AGENT_DEAD, f"{role} {who} has died and can no longer take part")
 
     def _record_rejection(
-        self, agent_id: str, rejection: BidRejected, bundle: Any, amount: Any, on_behalf_of: str | None
+        self, agent_id: str, rejection: BidRefused, bundle: Any, amount: Any, on_behalf_of: str | None
     ) -> None:
         valid_bundle = bundle if isinstance(bundle, ResourceBundle) else None
         try:
@@ -256,7 +233,7 @@ class MarketManager:
         if unrecorded is None:  # this bidder's rejections are past their budget: counted, not written
             log.debug("bid by %s rejected (%s), not recorded: %s", agent_id, rejection.reason, rejection.detail)
             return
-        event = BidRejectedEvent(
+        event = BidRejected(
             agent_id=agent_id if agent_id and len(agent_id) <= 128 else None,
             data=BidRejectedData(
                 reason=rejection.reason,
@@ -274,15 +251,12 @@ class MarketManager:
     def cancel_bid(self, agent_id: str, bid_id: str) -> PlacedBid:
         """Withdraw a pending bid: its credits are unlocked."""
         with self.database.transaction() as session:
-            statement = select(Bid).where(Bid.id == bid_id)
-            if session.get_bind().dialect.name != "sqlite":
-                statement = statement.with_for_update()
-            bid = session.scalars(statement).one_or_none()
+            bid = bids.locked(session, bid_id)
             if bid is None or bid.agent_id != agent_id:
-                raise BidRejected("not_found", f"{agent_id} has no bid {bid_id}")
-            if bid.status != "pending":
-                raise BidRejected("not_pending", f"bid {bid_id} is already {bid.status}")
-            bid.status, bid.resolved_at = "cancelled", utcnow()
+                raise BidRefused(Reason.NOT_FOUND, f"{agent_id} has no bid {bid_id}")
+            if bid.status != BidStatus.PENDING:
+                raise BidRefused(Reason.NOT_PENDING, f"bid {bid_id} is already {bid.status}")
+            bid.status, bid.resolved_at = BidStatus.CANCELLED, utcnow()
             amount = from_micros(bid.amount_micros)
             apply(
                 session,
@@ -303,30 +277,21 @@ class MarketManager:
 
         On PostgreSQL the rows are locked: runtimes sharing a database clear one cycle at a time, each reading
         the capacity in use only once the previous cycle committed, and no cycle number is used twice."""
-        statement = select(MarketStateRow).order_by(MarketStateRow.resource)
-        if session.get_bind().dialect.name != "sqlite":
-            statement = statement.with_for_update()
-        rows = {row.resource: row for row in session.scalars(statement)}
-        for resource in RESOURCES:
-            if resource.value not in rows:
-                row = MarketStateRow(
-                    resource=resource.value, current_market_price=self.settings.initial_price_of(resource)
-                )
-                session.add(row)
-                rows[resource.value] = row
-        session.flush()
+        rows = market_state.lock_rows(session)
+        missing = {r.value: self.settings.initial_price_of(r) for r in RESOURCES if r.value not in rows}
+        rows |= market_state.open_rows(session, missing)
         cycle = max(row.cycle for row in rows.values())
         return cycle, {r: rows[r.value].current_market_price for r in RESOURCES}
 
     def record_prices(self, session: Session, cycle: int, result: ClearingResult) -> None:
         """Store the cycle's discovered prices and utilization, and emit market.price_discovered per resource."""
-        rows = {row.resource: row for row in session.scalars(select(MarketStateRow))}
+        rows = market_state.rows(session)
         now = utcnow()
         for resource in RESOURCES:
             row = rows[resource.value]
             old_price = row.current_market_price
             row.current_market_price = result.prices[resource]
-            row.current_utilization_ppm = int(result.utilization[resource] * PPM)
+            row.current_utilization_ppm = fraction_to_ppm(result.utilization[resource])
             row.cycle, row.updated_at = cycle, now
             record_event(
                 session,
@@ -345,12 +310,12 @@ class MarketManager:
 
     def market_state(self) -> list[MarketState]:
         with self.database.reader() as session:
-            rows = {row.resource: row for row in session.scalars(select(MarketStateRow))}
+            rows = market_state.rows(session)
         return [
             MarketState(
                 resource=resource,
                 available_supply=Decimal(1),
-                current_utilization=Decimal(rows[resource.value].current_utilization_ppm) / PPM
+                current_utilization=ppm_to_fraction(rows[resource.value].current_utilization_ppm)
                 if resource.value in rows
                 else Decimal(0),
                 current_market_price=rows[resource.value].current_market_price

@@ -14,17 +14,14 @@ from dataclasses import dataclass
 from decimal import Decimal
 from pathlib import Path
 
-from sqlalchemy import func, select
-
 import syntropism
 from syntropism.config import Settings
 from syntropism.core.market import MarketManager
 from syntropism.domain import economy
 from syntropism.domain.identity import system_key
-from syntropism.infra.agents import register_agent
+from syntropism.infra.agents import count_agents, register_agent
 from syntropism.infra.database import Database
 from syntropism.infra.ledger import apply
-from syntropism.infra.tables import Agent
 from syntropism.infra.workspaces import Workspaces
 
 log = logging.getLogger(__name__)
@@ -62,7 +59,7 @@ def seed_population(
 ) -> list[str]:
     """Add ``agents`` reference agents to an economy that has none; returns their ids (none when resuming)."""
     with database.reader() as session:
-        if session.scalar(select(func.count()).select_from(Agent)):
+        if count_agents(session):
             return []
     if agents and not agents_dir.is_dir():
         raise FileNotFoundError(f"the reference agents are not at {agents_dir}: run from a checkout of the project")

@@ -21,13 +21,9 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import func, or_, select, update
-from sqlalchemy.orm import Session
-
 from syntropism.config import Settings
-from syntropism.core.lifecycle import LIVE_EXECUTIONS
 from syntropism.domain import economy
-from syntropism.domain.errors import Refused
+from syntropism.domain.errors import Reason, Refused
 from syntropism.domain.events import (
     AgentDied,
     AgentDiedData,
@@ -38,12 +34,13 @@ from syntropism.domain.events import (
 )
 from syntropism.domain.identity import agent_key, check_agent_id, operator_key
 from syntropism.domain.models import from_micros, time_ordered_id
-from syntropism.infra.agents import register_agent
-from syntropism.infra.database import Database
-from syntropism.infra.hot_sql import TRANSFERS
+from syntropism.domain.status import AgentStatus
+from syntropism.infra import messages, spawns
+from syntropism.infra.agents import destitute_agents, existing_agent, get_agent, register_agent
+from syntropism.infra.database import Database, Session
 from syntropism.infra.ledger import Receipt, apply
 from syntropism.infra.outbox import record_event
-from syntropism.infra.tables import Account, Agent, Bid, Execution, Message, utcnow
+from syntropism.infra.tables import Message, utcnow
 from syntropism.infra.workspaces import Budget, WorkspaceRefused, Workspaces, plain_parts
 
 log = logging.getLogger(__name__)
@@ -98,39 +95,34 @@ class SocialService:
         """Send a message. An execution may send ``messages_per_execution`` of them, and a recipient may have
         ``inbox_max_undelivered`` waiting: a message costs the system a row and an event, so it is bounded."""
         if not body or len(body) > MAX_MESSAGE_CHARS:
-            raise SocialError("invalid_message", f"a message is 1 to {MAX_MESSAGE_CHARS} characters")
+            raise SocialError(Reason.INVALID_MESSAGE, f"a message is 1 to {MAX_MESSAGE_CHARS} characters")
         with self.database.reader() as session:  # refuse a flood before it takes the write lock
-            sent = select(Message.id).where(
-                Message.from_agent_id == from_agent, Message.idempotency_key == idempotency_key
-            )
-            if session.scalar(sent) is None:
+            if not messages.was_sent(session, from_agent, idempotency_key):
                 self._check_message_bounds(session, to_agent, execution_id)
         with self.database.transaction() as session:
-            existing = session.scalars(
-                select(Message).where(Message.from_agent_id == from_agent, Message.idempotency_key == idempotency_key)
-            ).one_or_none()
+            existing = messages.by_key(session, from_agent, idempotency_key)
             if existing is not None:
                 if (existing.to_agent_id, existing.body) != (to_agent, body):
                     raise SocialError(
-                        "idempotency_conflict", f"idempotency key {idempotency_key!r} was used for another message"
+                        Reason.IDEMPOTENCY_CONFLICT, f"idempotency key {idempotency_key!r} was used for another message"
                     )
                 return _sent(existing, replayed=True)
-            recipient = session.get(Agent, to_agent)
+            recipient = get_agent(session, to_agent)
             if recipient is None:
-                raise SocialError("unknown_agent", f"no such agent: {to_agent}")
-            if recipient.status == "died":
-                raise SocialError("agent_dead", f"{to_agent} has died and reads no messages")
+                raise SocialError(Reason.UNKNOWN_AGENT, f"no such agent: {to_agent}")
+            if recipient.status == AgentStatus.DIED:
+                raise SocialError(Reason.AGENT_DEAD, f"{to_agent} has died and reads no messages")
             self._check_message_bounds(session, to_agent, execution_id)
-            message = Message(
-                id=time_ordered_id(),
-                from_agent_id=from_agent,
-                to_agent_id=to_agent,
+            message = messages.add(
+                session,
+                time_ordered_id(),
+                from_agent=from_agent,
+                to_agent=to_agent,
                 body=body,
                 idempotency_key=idempotency_key,
                 created_at=utcnow(),
-                sent_execution_id=execution_id,
+                execution_id=execution_id,
             )
-            session.add(message)
             record_event(
                 session,
                 MessageSent(
@@ -143,15 +135,13 @@ class SocialService:
     def _check_message_bounds(self, session: Session, to_agent: str, execution_id: str | None) -> None:
         quota = self.settings.messages_per_execution
         if execution_id is not None:
-            sent = session.scalar(select(func.count()).where(Message.sent_execution_id == execution_id))
+            sent = messages.sent_by_execution(session, execution_id)
             if sent >= quota:
-                raise SocialError("quota_exceeded", f"this execution has sent its {quota} messages")
-        waiting = session.scalar(
-            select(func.count()).where(Message.to_agent_id == to_agent, Message.delivered_execution_id.is_(None))
-        )
+                raise SocialError(Reason.QUOTA_EXCEEDED, f"this execution has sent its {quota} messages")
+        waiting = messages.waiting_for(session, to_agent)
         if waiting >= self.settings.inbox_max_undelivered:
             raise SocialError(
-                "inbox_full", f"{to_agent} has {waiting} unread messages waiting; it reads them when it next runs"
+                Reason.INBOX_FULL, f"{to_agent} has {waiting} unread messages waiting; it reads them when it next runs"
             )
 
     def inbox(
@@ -161,35 +151,17 @@ class SocialService:
         reads return them again) and, to fill the page, the oldest not yet delivered to any execution, which
         become its (``social.messages_delivered``)."""
         limit = min(limit or self.settings.inbox_page_size, self.settings.inbox_page_size)
-        mine = (Message.to_agent_id == agent_id) & (Message.delivered_execution_id == execution_id)
-        if after is not None:
-            mine = mine & (Message.id > after)
         with self.database.transaction() as session:
-            delivered = session.scalar(select(func.count()).where(mine))
+            delivered = messages.delivered_count(session, agent_id, execution_id, after=after)
             if delivered < limit:
                 self._deliver(session, agent_id, execution_id, limit - delivered)
-            messages = session.scalars(select(Message).where(mine).order_by(Message.id).limit(limit + 1)).all()
-            more = len(messages) > limit or session.scalar(
-                select(Message.id)
-                .where(Message.to_agent_id == agent_id, Message.delivered_execution_id.is_(None))
-                .limit(1)
-            )
-            page = [_sent(m) for m in messages[:limit]]
+            found = messages.delivered_page(session, agent_id, execution_id, after=after, limit=limit + 1)
+            more = len(found) > limit or messages.any_waiting_for(session, agent_id)
+            page = [_sent(m) for m in found[:limit]]
             return InboxPage(page, page[-1].message_id if more and page else None)
 
     def _deliver(self, session: Session, agent_id: str, execution_id: str, count: int) -> None:
-        oldest = (
-            select(Message.id)
-            .where(Message.to_agent_id == agent_id, Message.delivered_execution_id.is_(None))
-            .order_by(Message.id)
-            .limit(count)
-        )
-        claimed = session.scalars(
-            update(Message)
-            .where(Message.id.in_(oldest.scalar_subquery()), Message.delivered_execution_id.is_(None))
-            .values(delivered_execution_id=execution_id)
-            .returning(Message.id)
-        ).all()
+        claimed = messages.deliver_oldest(session, agent_id, execution_id, count)
         if claimed:
             record_event(
                 session,
@@ -230,7 +202,7 @@ class SocialService:
         try:
             staged = self.workspaces.stage_copy(parent_id, source, entry_point, budget)
         except WorkspaceRefused as refused:
-            raise SocialError("invalid_spawn", refused.detail) from None
+            raise SocialError(Reason.INVALID_SPAWN, refused.detail) from None
         installed = False
         try:
             with self.database.transaction() as session:
@@ -261,30 +233,26 @@ class SocialService:
         """An execution may spawn ``spawns_per_execution`` children: each costs a workspace on the host."""
         quota = self.settings.spawns_per_execution
         with self.database.reader() as session:
-            started = session.scalar(select(Execution.started_at).where(Execution.id == execution_id))
-            query = select(func.count()).where(Agent.parent_id == parent_id)
-            if started is not None:
-                query = query.where(Agent.created_at >= started)
-            spawned = session.scalar(query)
+            spawned = spawns.children_since_start(session, parent_id, execution_id)
         if spawned >= quota:
-            raise SocialError("quota_exceeded", f"this execution has spawned its {quota} children")
+            raise SocialError(Reason.QUOTA_EXCEEDED, f"this execution has spawned its {quota} children")
 
     def _replayed_spawn(
         self, session: Session, parent_id: str, child_id: str, funding_key: str, amount: int
     ) -> Spawned | None:
         """The child this request already spawned; another request for an existing id is refused."""
-        child = session.get(Agent, child_id)
+        child = get_agent(session, child_id)
         if child is None:
             return None
-        funding = session.execute(
-            select(TRANSFERS.c.id, TRANSFERS.c.amount_micros).where(TRANSFERS.c.idempotency_key == funding_key)
-        ).one_or_none()
+        funding = spawns.funding(session, funding_key)
         same_request = child.parent_id == parent_id and (
             (funding is not None and funding.amount_micros == amount) or (funding is None and amount == 0)
         )
         if not same_request:
-            raise SocialError("agent_exists", f"agent {child_id} already exists")
-        return Spawned(child_id, parent_id, from_micros(amount), funding.id if funding else None, replayed=True)
+            raise SocialError(Reason.AGENT_EXISTS, f"agent {child_id} already exists")
+        return Spawned(
+            child_id, parent_id, from_micros(amount), funding.transfer_id if funding else None, replayed=True
+        )
 
     # --- creation by the operator ---------------------------------------------------------------------------
 
@@ -330,7 +298,7 @@ class SocialService:
         now = now or utcnow()
         cutoff = now - timedelta(seconds=self.settings.dormant_grace_seconds)
         with self.database.reader() as session:
-            candidates = self._destitute(session, cutoff)[:SWEEP_BATCH]  # the rest at the next sweep
+            candidates = destitute_agents(session, cutoff)[:SWEEP_BATCH]  # the rest at the next sweep
         archives: dict[str, Path | None] = {}
         for agent_id in candidates:
             try:
@@ -341,12 +309,12 @@ class SocialService:
             return []
         died: list[str] = []
         with self.database.transaction() as session:
-            confirmed = set(self._destitute(session, cutoff, among=list(archives), lock=True))
+            confirmed = set(destitute_agents(session, cutoff, among=list(archives), lock=True))
             for agent_id, archive in archives.items():
                 if agent_id not in confirmed:
                     continue
-                agent = session.get_one(Agent, agent_id)
-                agent.status, agent.status_changed_at = "died", now
+                agent = existing_agent(session, agent_id)
+                agent.status, agent.status_changed_at = AgentStatus.DIED, now
                 record_event(
                     session,
                     AgentDied(
@@ -364,30 +332,6 @@ class SocialService:
         for agent_id in died:
             log.info("agent %s died: dormant and without credits past the grace period", agent_id)
         return died
-
-    def _destitute(
-        self, session: Session, cutoff: datetime, *, among: list[str] | None = None, lock: bool = False
-    ) -> list[str]:
-        """Dormant since before ``cutoff``, no credits, nothing allocated or running, no pending bid by or for it."""
-        balance = func.sum(Account.credits_micros - Account.debits_micros)
-        live = select(Execution.id).where(Execution.agent_id == Agent.id, Execution.status.in_(LIVE_EXECUTIONS))
-        pending = select(Bid.id).where(
-            Bid.status == "pending", or_(Bid.on_behalf_of == Agent.id, Bid.agent_id == Agent.id)
-        )
-        query = (
-            select(Agent.id)
-            .join(Account, Account.agent_id == Agent.id)
-            .where(Agent.status == "dormant", Agent.status_changed_at <= cutoff, ~live.exists(), ~pending.exists())
-            .group_by(Agent.id)
-            .having(balance <= 0)
-        )
-        if among is not None:
-            if lock and self.database.backend != "sqlite":  # SQLite's BEGIN IMMEDIATE holds every row already
-                session.execute(
-                    select(Account.id).where(Account.agent_id.in_(among)).order_by(Account.id).with_for_update()
-                )
-            query = query.where(Agent.id.in_(among))
-        return list(session.scalars(query).all())
 
 
 def _sent(message: Message, *, replayed: bool = False) -> SentMessage:

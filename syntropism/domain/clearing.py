@@ -45,14 +45,25 @@ import numpy as np
 from numpy.typing import NDArray
 
 from syntropism.domain.economy import MAX_AMOUNT_MICROS
-from syntropism.domain.models import MICROS_PER_CREDIT, Resource, ResourceBundle, from_micros, to_micros
+from syntropism.domain.models import (
+    MICROS_PER_CREDIT,
+    MS_PER_SECOND,
+    Resource,
+    ResourceBundle,
+    bundle_to_ppm,
+    fraction_to_ppm,
+    from_micros,
+    ppm_to_fraction,
+    seconds_to_ms,
+    to_micros,
+)
+from syntropism.domain.models import PPM as PPM  # shared with those who clear or read bids
 
 RESOURCES: tuple[Resource, ...] = tuple(Resource)
-PPM = 1_000_000  # capacity fractions are stored in parts per million
 CAPACITY_PPM = np.full(len(RESOURCES), PPM, dtype=np.int64)  # every resource's supply is 1.0 (100 %)
 PRICE_PLACES = Decimal("1e-12")
 PRICE_SCALE = 10**12  # published prices are whole multiples of 10⁻¹²
-MAX_PRICE_EXACT = Fraction(MAX_AMOUNT_MICROS, MICROS_PER_CREDIT) / (Fraction(1, PPM) * Fraction(1, 1000))
+MAX_PRICE_EXACT = Fraction(MAX_AMOUNT_MICROS, MICROS_PER_CREDIT) / (Fraction(1, PPM) * Fraction(1, MS_PER_SECOND))
 MAX_PRICE = Decimal(MAX_PRICE_EXACT.numerator)  # 10²¹: the amount limit over 1 ppm × 1 ms (see the module doc)
 assert MAX_PRICE_EXACT.denominator == 1
 Mechanism = Literal["first_price", "critical_value"]
@@ -100,10 +111,10 @@ class BidBook:
         return cls(
             ids=np.array([b.bid_id for b in bids], dtype=np.str_),
             amounts=np.array([to_micros(b.amount) for b in bids], dtype=np.int64),
-            demand=np.array(
-                [[int(b.bundle.fraction(r) * PPM) for r in RESOURCES] for b in bids], dtype=np.int64
-            ).reshape(len(bids), len(RESOURCES)),
-            duration_ms=np.array([int(b.bundle.duration_seconds * 1000) for b in bids], dtype=np.int64),
+            demand=np.array([list(bundle_to_ppm(b.bundle).values()) for b in bids], dtype=np.int64).reshape(
+                len(bids), len(RESOURCES)
+            ),
+            duration_ms=np.array([seconds_to_ms(b.bundle.duration_seconds) for b in bids], dtype=np.int64),
             placed=np.array([b.placed for b in bids], dtype=np.int64),
         )
 
@@ -149,11 +160,12 @@ class ClearingResult:
 
 @functools.lru_cache(maxsize=4096)
 def _fraction_text(ppm: int) -> str:
-    return str(Decimal(ppm) / PPM)
+    return str(ppm_to_fraction(ppm))
 
 
-def _to_ppm(values: Mapping[Resource, Decimal]) -> NDArray[np.int64]:
-    return np.array([int(Decimal(values.get(r, 0)) * PPM) for r in RESOURCES], dtype=np.int64)
+def _shares_in_ppm(values: Mapping[Resource, Decimal]) -> NDArray[np.int64]:
+    """Per resource (in :data:`RESOURCES` order) its share in parts per million; a missing one is 0."""
+    return np.array([fraction_to_ppm(Decimal(values.get(r, 0))) for r in RESOURCES], dtype=np.int64)
 
 
 def allocation_order(book: BidBook) -> NDArray[np.intp]:
@@ -195,11 +207,11 @@ def _greedy(
     available = np.zeros(len(demand), dtype=np.int64)
     remaining = remaining.copy()
     winners: list[int] = []
-    position: int | None = 0
-    while (position := _next_fit(demand, position, remaining, (blocked, available))) is not None:
+    start = 0
+    while (position := _next_fit(demand, start, remaining, (blocked, available))) is not None:
         winners.append(position)
         remaining -= demand[position]
-        position += 1
+        start = position + 1
     return winners, blocked, available, remaining
 
 
@@ -213,18 +225,18 @@ def _critical_payment(
     """The least ``winner`` (a position in allocation order) could have bid and still won: the bid of the
     first later rival that, allocated in its absence, leaves too little for it; at least ``reserve``."""
     needs, remaining = demand[winner], remaining_at_turn.copy()
-    position: int | None = winner + 1
-    while (position := _next_fit(demand, position, remaining)) is not None:
+    start = winner + 1
+    while (position := _next_fit(demand, start, remaining)) is not None:
         remaining -= demand[position]
         if (needs > remaining).any():
             # Bidding as much as this rival keeps it ahead (ties go to the earlier in the order).
             return min(int(amounts[winner]), max(reserve, int(amounts[position])))
-        position += 1
+        start = position + 1
     return min(reserve, int(amounts[winner]))
 
 
 def _reserve_micros(row_demand: NDArray[np.int64], duration_ms: int, floor: Fraction) -> int:
-    capacity_seconds = Fraction(int(row_demand.sum()), PPM) * Fraction(duration_ms, 1000)
+    capacity_seconds = Fraction(int(row_demand.sum()), PPM) * Fraction(duration_ms, MS_PER_SECOND)
     return max(1, int(capacity_seconds * floor * MICROS_PER_CREDIT))
 
 
@@ -259,7 +271,7 @@ def discover_prices(
     previous = {r: Fraction(_bounded(previous_prices[r], f"previous price of {r.value}")) for r in RESOURCES}
     lowest = Fraction(_bounded(floor, "price floor"))
     for winner in winners:
-        seconds = Fraction(int(book.duration_ms[winner.index]), 1000)
+        seconds = Fraction(int(book.duration_ms[winner.index]), MS_PER_SECOND)
         capacity_seconds = {
             r: Fraction(int(book.demand[winner.index, i]), PPM) * seconds for i, r in enumerate(RESOURCES)
         }
@@ -293,7 +305,7 @@ def clear_market(
     """Clear one cycle: who wins, what each pays, and the prices that emerge. Pure: no I/O, no database."""
     if mechanism not in (FIRST_PRICE, CRITICAL_VALUE):
         raise ValueError(f"unknown mechanism {mechanism!r}; use {FIRST_PRICE!r} or {CRITICAL_VALUE!r}")
-    in_use = _to_ppm(capacity_in_use)
+    in_use = _shares_in_ppm(capacity_in_use)
     if (in_use < 0).any() or (in_use > CAPACITY_PPM).any():
         raise ValueError("capacity in use must lie within 0–1 for every resource")
     missing = [r.value for r in RESOURCES if r not in previous_prices]
@@ -329,7 +341,7 @@ def clear_market(
         loser_rows=order[lost].astype(np.int64),
         loser_blocked_by=blocked[lost],
         loser_available_ppm=available[lost],
-        utilization={r: Decimal(int(used[i])) / PPM for i, r in enumerate(RESOURCES)},
+        utilization={r: ppm_to_fraction(int(used[i])) for i, r in enumerate(RESOURCES)},
         prices={r: published_price(p, lowest) for r, p in exact.items()},
         exact_prices=exact,
         volume=volume,

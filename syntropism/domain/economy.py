@@ -24,7 +24,7 @@ from decimal import ROUND_HALF_EVEN, Decimal
 from enum import StrEnum
 from typing import Any
 
-from syntropism.domain.errors import Refused
+from syntropism.domain.errors import Reason, Refused
 from syntropism.domain.events import (
     CreditsBurned,
     CreditsGranted,
@@ -74,7 +74,7 @@ class LedgerError(Refused):
     """A refused ledger operation; its ``reason`` is also its ``code``."""
 
     @property
-    def code(self) -> str:
+    def code(self) -> Reason:
         return self.reason
 
 
@@ -100,7 +100,7 @@ def parse_amount(value: Any, what: str = "amount") -> int:
     """
     if isinstance(value, bool) or not isinstance(value, Decimal | int | str):
         kind = type(value).__name__
-        raise LedgerError("invalid_amount", f"{what} must be a Decimal, an int or a decimal string, not {kind}")
+        raise LedgerError(Reason.INVALID_AMOUNT, f"{what} must be a Decimal, an int or a decimal string, not {kind}")
     try:
         if isinstance(value, str):
             micros = _text_micros(value, what)
@@ -108,30 +108,32 @@ def parse_amount(value: Any, what: str = "amount") -> int:
             micros = to_micros(value, limit=MAX_AMOUNT_MICROS) if value > 0 else 0
         else:
             if not value.is_finite():
-                raise LedgerError("invalid_amount", f"{what} must be finite, got {value}")
+                raise LedgerError(Reason.INVALID_AMOUNT, f"{what} must be finite, got {value}")
             micros = to_micros(value, limit=MAX_AMOUNT_MICROS) if value > 0 else 0
     except LedgerError:
         raise
     except AmountTooLarge:
         raise LedgerError(
-            "amount_too_large", f"{what} {_shown(value)} exceeds the limit of {from_micros(MAX_AMOUNT_MICROS)}"
+            Reason.AMOUNT_TOO_LARGE, f"{what} {_shown(value)} exceeds the limit of {from_micros(MAX_AMOUNT_MICROS)}"
         ) from None
     except ValueError:
-        raise LedgerError("invalid_amount", f"{what} {_shown(value)} has more than 6 decimal places") from None
+        raise LedgerError(Reason.INVALID_AMOUNT, f"{what} {_shown(value)} has more than 6 decimal places") from None
     if micros <= 0:
-        raise LedgerError("invalid_amount", f"{what} must be positive, got {_shown(value)}")
+        raise LedgerError(Reason.INVALID_AMOUNT, f"{what} must be positive, got {_shown(value)}")
     return micros
 
 
 def _text_micros(text: str, what: str) -> int:
     """A decimal string's micro-credits (ValueError/AmountTooLarge as :func:`to_micros`); 0 if not positive."""
     if len(text) > MAX_CREDITS_TEXT:
-        raise LedgerError("invalid_amount", f"{what} must be at most {MAX_CREDITS_TEXT} characters, got {len(text)}")
+        raise LedgerError(
+            Reason.INVALID_AMOUNT, f"{what} must be at most {MAX_CREDITS_TEXT} characters, got {len(text)}"
+        )
     match = _DECIMAL_TEXT.fullmatch(text)
     if match is None or not (match[2] or match[3]):
         if text.strip().lstrip("+-").lower() in _NOT_FINITE:
-            raise LedgerError("invalid_amount", f"{what} must be finite, got {text}")
-        raise LedgerError("invalid_amount", f"{what} {_shown(text)!r} is not a number (write it like 12.5 or 1e3)")
+            raise LedgerError(Reason.INVALID_AMOUNT, f"{what} must be finite, got {text}")
+        raise LedgerError(Reason.INVALID_AMOUNT, f"{what} {_shown(text)!r} is not a number (write it like 12.5 or 1e3)")
     sign, whole, fraction, exponent = match[1], match[2], match[3] or "", match[4] or "0"
     if sign == "-":
         return 0
@@ -140,13 +142,17 @@ def _text_micros(text: str, what: str) -> int:
 
 def _check_id(value: Any, what: str) -> str:
     if not isinstance(value, str) or not value or len(value) > 128 or ":" in value:
-        raise LedgerError("invalid_input", f"{what} must be a non-empty string of at most 128 characters without ':'")
+        raise LedgerError(
+            Reason.INVALID_INPUT, f"{what} must be a non-empty string of at most 128 characters without ':'"
+        )
     return value
 
 
 def _check_key(key: Any) -> str:
     if not isinstance(key, str) or not key or len(key) > MAX_KEY_LENGTH:
-        raise LedgerError("invalid_input", f"idempotency key must be a non-empty string of ≤ {MAX_KEY_LENGTH} chars")
+        raise LedgerError(
+            Reason.INVALID_INPUT, f"idempotency key must be a non-empty string of ≤ {MAX_KEY_LENGTH} chars"
+        )
     return key
 
 
@@ -156,7 +162,7 @@ def reward_credits(
     """credits = I·W_i + U·W_u + Un·W_un, rounded half-even to the micro-credit."""
     for name, score in (("interesting", interesting), ("useful", useful), ("understandable", understandable)):
         if isinstance(score, bool) or not isinstance(score, int) or not 0 <= score <= MAX_SCORE:
-            raise LedgerError("invalid_score", f"{name} must be an integer from 0 to {MAX_SCORE}, got {score!r}")
+            raise LedgerError(Reason.INVALID_SCORE, f"{name} must be an integer from 0 to {MAX_SCORE}, got {score!r}")
     w_i, w_u, w_un = weights
     total = interesting * w_i + useful * w_u + understandable * w_un
     return total.quantize(Decimal(1) / MICROS_PER_CREDIT, rounding=ROUND_HALF_EVEN)
@@ -206,7 +212,7 @@ def unlock(
         reason = UnlockReason(reason)
     except ValueError:
         choices = ", ".join(r.value for r in UnlockReason)
-        raise LedgerError("invalid_input", f"unlock reason must be one of {choices}, got {reason!r}") from None
+        raise LedgerError(Reason.INVALID_INPUT, f"unlock reason must be one of {choices}, got {reason!r}") from None
     return Operation(
         OperationKind.UNLOCK,
         _check_key(idempotency_key),
@@ -240,9 +246,9 @@ def transfer(
 ) -> Operation:
     from_agent, to_agent = _check_id(from_agent, "sender"), _check_id(to_agent, "recipient")
     if from_agent == to_agent:
-        raise LedgerError("invalid_input", f"cannot transfer from {from_agent} to itself")
+        raise LedgerError(Reason.INVALID_INPUT, f"cannot transfer from {from_agent} to itself")
     if purpose is not None and (not isinstance(purpose, str) or len(purpose) > 500):
-        raise LedgerError("invalid_input", "purpose must be a string of at most 500 characters")
+        raise LedgerError(Reason.INVALID_INPUT, "purpose must be a string of at most 500 characters")
     return Operation(
         OperationKind.TRANSFER,
         _check_key(idempotency_key),
@@ -268,7 +274,7 @@ def reward(
     agent_id = _check_id(agent_id, "agent id")
     credits = reward_credits(interesting, useful, understandable, weights)
     if credits <= 0:
-        raise LedgerError("invalid_amount", "these scores earn no credits; a zero reward moves nothing")
+        raise LedgerError(Reason.INVALID_AMOUNT, "these scores earn no credits; a zero reward moves nothing")
     return Operation(
         OperationKind.REWARD,
         _check_key(idempotency_key),
@@ -324,17 +330,17 @@ def post(operation: Operation, accounts: dict[str, AccountState]) -> Posting:
     for account_id, account in ((operation.debit_account, debit), (operation.credit_account, credit)):
         if account is None:
             owner = account_id.split(":")[1] if account_id.startswith("agent:") else account_id
-            raise LedgerError("unknown_agent", f"no such agent: {owner}")
+            raise LedgerError(Reason.UNKNOWN_AGENT, f"no such agent: {owner}")
     assert debit is not None and credit is not None
     amount = operation.amount_micros
     if debit.debits_must_not_exceed_credits and debit.balance_micros < amount:
         raise LedgerError(
-            "insufficient_funds",
+            Reason.INSUFFICIENT_FUNDS,
             f"{operation.debit_account} holds {from_micros(debit.balance_micros)}, "
             f"{operation.kind.value} needs {from_micros(amount)}",
         )
     if debit.debits_micros + amount > MAX_POSTINGS_MICROS or credit.credits_micros + amount > MAX_POSTINGS_MICROS:
-        raise LedgerError("amount_too_large", "this operation would overflow an account's 64-bit totals")
+        raise LedgerError(Reason.AMOUNT_TOO_LARGE, "this operation would overflow an account's 64-bit totals")
     debit.debits_micros += amount
     credit.credits_micros += amount
     return Posting(operation, debit.balance_micros, credit.balance_micros)
@@ -401,7 +407,8 @@ def event_for(posting: Posting, transfer_id: str) -> Event:
     data = data_model(
         transfer_id=transfer_id, amount=from_micros(posting.operation.amount_micros), **payload_fields(posting)
     )
-    return event_class(agent_id=posting.operation.agent_id, data=data)
+    event_type = event_class.model_fields["type"].default  # what the subclass pins, said so for the type checker
+    return event_class(type=event_type, agent_id=posting.operation.agent_id, data=data)
 
 
 @dataclass(frozen=True)

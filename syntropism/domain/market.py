@@ -15,13 +15,13 @@ from typing import Any
 from pydantic import ValidationError
 
 from syntropism.domain.economy import LedgerError, parse_amount
-from syntropism.domain.errors import Refused
+from syntropism.domain.errors import Reason, Refused
 from syntropism.domain.models import Resource, ResourceBundle
 
 MAX_LIFETIME_CYCLES = 1000
 
 
-class BidRejected(Refused):
+class BidRefused(Refused):
     """A refused bid."""
 
 
@@ -41,32 +41,32 @@ def validate_bid(
     *,
     max_duration_seconds: float,
 ) -> BidRequest:
-    """Check a bid's own content; raises :class:`BidRejected` with the reason."""
+    """Check a bid's own content; raises :class:`BidRefused` with the reason."""
     if not isinstance(bundle, ResourceBundle):
         try:
             bundle = ResourceBundle.model_validate(bundle)
         except ValidationError as exc:
             problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
-            raise BidRejected("invalid_bundle", f"bundle is invalid: {problems}") from None
+            raise BidRefused(Reason.INVALID_BUNDLE, f"bundle is invalid: {problems}") from None
     if all(bundle.fraction(r) == 0 for r in Resource):
-        raise BidRejected("empty_bundle", "the bundle asks for no resource; ask for at least one fraction")
+        raise BidRefused(Reason.EMPTY_BUNDLE, "the bundle asks for no resource; ask for at least one fraction")
     if bundle.duration_seconds > Decimal(str(max_duration_seconds)):
-        raise BidRejected(
-            "bundle_too_large",
+        raise BidRefused(
+            Reason.BUNDLE_TOO_LARGE,
             f"duration {bundle.duration_seconds} s exceeds the longest bundle, {max_duration_seconds:g} s",
         )
     try:
         amount_micros = parse_amount(amount)
     except LedgerError as error:
-        raise BidRejected("invalid_amount", str(error)) from None
+        raise BidRefused(Reason.INVALID_AMOUNT, str(error)) from None
     try:
         lifetime = int(lifetime_cycles)
         valid_lifetime = not isinstance(lifetime_cycles, bool) and lifetime == Decimal(str(lifetime_cycles))
     except (TypeError, ValueError, InvalidOperation):
         valid_lifetime = False
     if not valid_lifetime or not 1 <= lifetime <= MAX_LIFETIME_CYCLES:
-        raise BidRejected(
-            "invalid_lifetime", f"lifetime must be a whole number of cycles from 1 to {MAX_LIFETIME_CYCLES}"
+        raise BidRefused(
+            Reason.INVALID_LIFETIME, f"lifetime must be a whole number of cycles from 1 to {MAX_LIFETIME_CYCLES}"
         )
     return BidRequest(bundle, amount_micros, lifetime)
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import secrets
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
 from decimal import MAX_EMAX, MAX_PREC, MIN_EMIN, Context, Decimal
 from enum import StrEnum
@@ -86,10 +87,51 @@ class ResourceBundle(BaseModel):
     duration_seconds: Annotated[Decimal, Field(gt=0, allow_inf_nan=False, decimal_places=3)]
 
     def fraction(self, resource: Resource) -> Decimal:
-        return getattr(self, f"{resource.value}_percent")
+        share: Decimal = getattr(self, f"{resource.value}_percent")
+        return share
 
     def fractions(self) -> dict[Resource, Decimal]:
         return {resource: self.fraction(resource) for resource in Resource}
+
+
+PPM = 1_000_000
+"""Capacity fractions are stored and cleared as whole parts per million: a :data:`Fraction` has at most six
+decimal places, so the conversion is exact and every capacity check is integer arithmetic."""
+MS_PER_SECOND = 1000
+"""Durations are stored as whole milliseconds: a bundle's duration has at most three decimal places."""
+
+
+def fraction_to_ppm(fraction: Decimal) -> int:
+    """A share of capacity in parts per million (truncated: exact for a valid :data:`Fraction`)."""
+    return int(fraction * PPM)
+
+
+def ppm_to_fraction(ppm: int) -> Decimal:
+    """Parts per million back to the share of capacity they stand for."""
+    return Decimal(ppm) / PPM
+
+
+def seconds_to_ms(seconds: Decimal) -> int:
+    """Seconds in whole milliseconds (truncated: exact for a bundle's duration)."""
+    return int(seconds * MS_PER_SECOND)
+
+
+def ms_to_seconds(ms: int) -> Decimal:
+    return Decimal(ms) / MS_PER_SECOND
+
+
+def bundle_to_ppm(bundle: ResourceBundle) -> dict[Resource, int]:
+    """Each resource's share of a bundle in parts per million, as the bids and executions store it."""
+    return {resource: fraction_to_ppm(bundle.fraction(resource)) for resource in Resource}
+
+
+def bundle_from_ppm(ppm: Mapping[Resource, int], duration_ms: int) -> ResourceBundle:
+    """The bundle stored as shares in parts per million and a duration in milliseconds (the inverse of
+    :func:`bundle_to_ppm` and :func:`seconds_to_ms`)."""
+    return ResourceBundle(
+        **{f"{resource.value}_percent": ppm_to_fraction(ppm[resource]) for resource in Resource},
+        duration_seconds=ms_to_seconds(duration_ms),
+    )
 
 
 @dataclass(frozen=True)
@@ -138,7 +180,7 @@ def micros_of_digits(negative: bool, digits: str, exponent: int, *, limit: int =
         raise ValueError(f"more than {MICRO_PLACES} decimal places: not a whole number of micro-credits")
     if len(trimmed) + shift > len(str(limit)):  # more digits than the limit has: larger, whatever they are
         raise AmountTooLarge(f"larger than {limit} micro-credits")
-    micros = int(trimmed) * 10**shift
+    micros: int = int(trimmed) * 10**shift
     if micros > limit:
         raise AmountTooLarge(f"larger than {limit} micro-credits")
     return -micros if negative else micros

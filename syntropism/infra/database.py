@@ -20,7 +20,8 @@ from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy import Connection, Engine, PoolProxiedConnection, create_engine, event, make_url, text
-from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy.orm import Session as Session  # re-exported: the services name the unit of work by it
+from sqlalchemy.orm import sessionmaker
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")

@@ -152,7 +152,8 @@ class EmbeddedNatsServer:
             if ports_file.exists():
                 with contextlib.suppress(json.JSONDecodeError):
                     ports = json.loads(ports_file.read_text())
-                    plain, self.monitoring_url = ports["nats"][0], ports["monitoring"][0]
+                    plain: str = ports["nats"][0]
+                    self.monitoring_url = ports["monitoring"][0]
                     url = plain.replace("nats://", f"nats://{self._token}@", 1)
                     try:
                         client = await nats.connect(url, connect_timeout=1, allow_reconnect=False)

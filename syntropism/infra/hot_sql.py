@@ -14,10 +14,10 @@ from typing import Any, ClassVar
 
 from sqlalchemy import Column, Connection, Dialect, Table
 
-from syntropism.infra.tables import OutboxEvent, Transfer, utcnow
+from syntropism.infra.tables import OutboxEvent, Transfer, table_of, utcnow
 
-TRANSFERS = Transfer.__table__
-OUTBOX = OutboxEvent.__table__
+TRANSFERS = table_of(Transfer)
+OUTBOX = table_of(OutboxEvent)
 # created_at last: hot paths stamp a whole batch with one converted timestamp.
 TRANSFER_COLUMNS = (
     "id",
@@ -47,6 +47,14 @@ def _bind(column: Column[Any], dialect: Dialect) -> Callable[[Any], Any]:
 def _result(column: Column[Any], dialect: Dialect) -> Callable[[Any], Any]:
     processor = column.type.dialect_impl(dialect).result_processor(dialect, None)
     return processor or (lambda value: value)
+
+
+def driver_connection(connection: Connection) -> Any:
+    """The DBAPI connection under a Core connection, for statements that bypass SQLAlchemy's row machinery."""
+    driver = connection.connection.driver_connection
+    if driver is None:
+        raise RuntimeError("the connection was closed")
+    return driver
 
 
 class HotSql:
@@ -111,7 +119,7 @@ class HotSql:
 
     def insert_outbox_rows(self, connection: Connection, rows: Sequence[dict[str, Any]]) -> None:
         stamp = self.timestamp(utcnow())
-        cursor = connection.connection.driver_connection.cursor()  # type: ignore[union-attr]
+        cursor = driver_connection(connection).cursor()
         try:
             cursor.executemany(self.insert_outbox, [self.outbox_values(row, stamp) for row in rows])
         finally:

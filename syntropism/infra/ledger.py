@@ -18,9 +18,9 @@ from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
 from types import SimpleNamespace
-from typing import Any
+from typing import Any, Protocol
 
-from sqlalchemy import Connection, PoolProxiedConnection, Row, bindparam, func, insert, or_, select
+from sqlalchemy import Connection, PoolProxiedConnection, bindparam, func, insert, or_, select
 from sqlalchemy.orm import Session
 
 from syntropism.domain.economy import (
@@ -38,6 +38,7 @@ from syntropism.domain.economy import (
     locked_account,
     post,
 )
+from syntropism.domain.errors import Reason
 from syntropism.domain.models import from_micros, time_ordered_id
 from syntropism.infra.database import Database
 from syntropism.infra.faults import crash_point
@@ -57,6 +58,21 @@ MAX_BATCH = 1000
 RETRIES = 5
 
 
+class TransferRow(Protocol):
+    """A journal entry as read back (a ``transfers`` row) or as just written in this batch."""
+
+    id: str
+    kind: str
+    amount_micros: int
+    debit_account_id: str
+    credit_account_id: str
+    debit_balance_after_micros: int
+    credit_balance_after_micros: int
+    reference: str | None
+    memo: str | None
+    created_at: datetime
+
+
 @dataclass(frozen=True)
 class Receipt:
     """The outcome of an operation; a repeat with the same idempotency key returns the first receipt."""
@@ -74,7 +90,7 @@ class Receipt:
     replayed: bool = False
 
     @classmethod
-    def from_row(cls, row: Row, *, replayed: bool) -> Receipt:  # type: ignore[type-arg]
+    def from_row(cls, row: TransferRow, *, replayed: bool) -> Receipt:
         return cls(
             transfer_id=row.id,
             kind=OperationKind(row.kind),
@@ -130,7 +146,7 @@ def open_accounts(session: Session, agent_id: str) -> None:
 def _replay(operation: Operation, row: Any) -> Receipt:
     if not operation.same_request_as(row.kind, row.debit_account_id, row.credit_account_id, row.amount_micros):
         raise LedgerError(
-            "idempotency_conflict",
+            Reason.IDEMPOTENCY_CONFLICT,
             f"idempotency key {operation.idempotency_key!r} was used for a different operation "
             f"({row.kind} of {from_micros(row.amount_micros)} from {row.debit_account_id} to {row.credit_account_id})",
         )
@@ -172,7 +188,8 @@ def apply_batch_raw(dbapi_connection: Any, sql: HotSql, requests: Sequence[Reque
                     results.append(_replay(operation, existing[operation.idempotency_key]))
                     continue
                 if operation.credit_account in dead:
-                    raise LedgerError("agent_dead", f"{dead[operation.credit_account]} has died: it takes no credits")
+                    dead_agent = dead[operation.credit_account]
+                    raise LedgerError(Reason.AGENT_DEAD, f"{dead_agent} has died: it takes no credits")
                 posting = post(operation, accounts)
             except LedgerError as error:
                 results.append(error)
@@ -322,7 +339,7 @@ class Ledger:
                 connection.execute(BALANCE, {"accounts": [available_account(agent_id), locked_account(agent_id)]}).all()
             )
         if not rows:
-            raise LedgerError("unknown_agent", f"no such agent: {agent_id}")
+            raise LedgerError(Reason.UNKNOWN_AGENT, f"no such agent: {agent_id}")
         return Balance(
             agent_id, from_micros(rows[available_account(agent_id)]), from_micros(rows[locked_account(agent_id)])
         )
@@ -330,13 +347,13 @@ class Ledger:
     def history(self, agent_id: str, *, limit: int = 50, before: int | None = None) -> HistoryPage:
         """The agent's journal entries, newest first, ``limit`` at a time; page with ``before``."""
         if not 1 <= limit <= 500:
-            raise LedgerError("invalid_input", f"limit must be from 1 to 500, got {limit}")
+            raise LedgerError(Reason.INVALID_INPUT, f"limit must be from 1 to 500, got {limit}")
         if before is not None and before > MAX_JOURNAL_SEQ:  # past every (64-bit) sequence: the newest page
             before = None  # and no out-of-range integer for the database driver
         accounts = [available_account(agent_id), locked_account(agent_id)]
         with self.database.reader() as session:
             if session.get(Agent, agent_id) is None:
-                raise LedgerError("unknown_agent", f"no such agent: {agent_id}")
+                raise LedgerError(Reason.UNKNOWN_AGENT, f"no such agent: {agent_id}")
             statement = (
                 select(TRANSFERS)
                 .where(or_(TRANSFERS.c.debit_account_id.in_(accounts), TRANSFERS.c.credit_account_id.in_(accounts)))

@@ -130,7 +130,7 @@ class EventBus:
                 client.connect(
                     url,
                     name="syntropism",
-                    connect_timeout=connect_timeout,
+                    connect_timeout=connect_timeout,  # type: ignore[arg-type]  # annotated int, used as a float
                     allow_reconnect=True,
                     max_reconnect_attempts=-1,
                     error_cb=_log_error,
@@ -149,7 +149,7 @@ class EventBus:
         """Create the system stream, or bring an existing one to the configured retention."""
         config = stream_config(self.settings, allow_atomic=self.atomic_batches)
         try:
-            await self.js.stream_info(config.name)
+            await self.js.stream_info(self.settings.stream_name)
         except NotFoundError:
             await self.js.add_stream(config)
             log.info("created JetStream stream %s on %s", config.name, ALL_EVENTS)
@@ -287,7 +287,8 @@ class EventBus:
         Reads headers only."""
         config = ConsumerConfig(
             deliver_policy=DeliverPolicy.BY_START_TIME,
-            opt_start_time=since.astimezone(UTC).isoformat().replace("+00:00", "Z"),
+            # nats-py annotates a datetime (older releases: an int) and sends a string as it is, on every release
+            opt_start_time=since.astimezone(UTC).isoformat().replace("+00:00", "Z"),  # type: ignore[arg-type]
             ack_policy=AckPolicy.NONE,
             headers_only=True,
             inactive_threshold=60.0,

@@ -14,10 +14,10 @@ import json
 import logging
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, TypeGuard, cast
 
 from nats.js.api import PubAck
-from sqlalchemy import Connection, delete, func, select, update
+from sqlalchemy import Connection, CursorResult, delete, func, select, update
 from sqlalchemy.orm import Session
 
 from syntropism.domain.events import Event
@@ -108,7 +108,10 @@ class OutboxRelay:
     def wake_on_commit(self, loop: asyncio.AbstractEventLoop) -> None:
         """Wake the relay whenever a transaction that wrote events commits, from any thread."""
 
-        self.database.on_commit(lambda: loop.call_soon_threadsafe(self.wake))
+        def wake_soon() -> None:
+            loop.call_soon_threadsafe(self.wake)
+
+        self.database.on_commit(wake_soon)
 
     async def run(self, stop: asyncio.Event) -> None:
         """Relay until ``stop`` is set, then drain what is committed and return."""
@@ -139,7 +142,7 @@ class OutboxRelay:
             result = session.execute(
                 delete(OutboxEvent).where(OutboxEvent.published_at.is_not(None), OutboxEvent.published_at < cutoff)
             )
-        return result.rowcount or 0
+        return cast("CursorResult[Any]", result).rowcount or 0  # a DELETE's result is a cursor's
 
     async def _sleep(self, stop: asyncio.Event, seconds: float) -> None:
         waiters = [asyncio.ensure_future(self._wakeup.wait()), asyncio.ensure_future(stop.wait())]
@@ -227,9 +230,10 @@ class OutboxRelay:
     def _correlated(self, row: Any) -> bytes:
         """The event as published: a runtime with a correlation id (a benchmark run) stamps it on every event
         that does not carry one, so that a consumer of a shared stream can tell its run's events apart."""
+        payload: str = row.payload
         if self.correlation_id is None or row.correlation_id is not None:
-            return row.payload.encode()
-        event = json.loads(row.payload)
+            return payload.encode()
+        event = json.loads(payload)
         if event.get("correlation_id") is None:
             event["correlation_id"] = self.correlation_id
         return json.dumps(event, separators=(",", ":")).encode()
@@ -247,5 +251,5 @@ class OutboxRelay:
             return session.scalar(select(func.count()).where(OutboxEvent.published_at.is_(None))) or 0
 
 
-def _is_ack(result: PubAck | BaseException) -> bool:
+def _is_ack(result: PubAck | BaseException) -> TypeGuard[PubAck]:
     return isinstance(result, PubAck)

@@ -14,8 +14,8 @@ Layers, each either applied or reported missing (with why) in the execution reco
 | ``pid-namespace`` | sees and signals only its own processes; its tree dies with the sandbox | bubblewrap |
 | ``network`` | no network but loopback of its own; the System Service through a Unix socket | bubblewrap |
 
-The wall clock, and where no cgroup holds them the CPU-seconds budget and resident memory, are watched by the
-execution manager, not here.
+The wall clock, and where no cgroup holds them the CPU-seconds budget and resident memory, are watched by
+:mod:`syntropism.infra.supervision`, not here.
 The launcher is a few lines of ``/bin/sh`` that join the cgroups and set the rlimits, then exec bubblewrap:
 nothing of the agent runs before it is inside every layer. bubblewrap reads its arguments from a memfd
 (``--args FD``), so no process the agent can see names a host path in its argv.
@@ -31,6 +31,7 @@ import shlex
 import shutil
 import subprocess
 import sys
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -79,6 +80,7 @@ class Launch:
     agent_workspace: str  # the workspace path as the agent sees it
     agent_socket: str | None
     pass_fds: tuple[int, ...] = ()  # descriptors the launcher inherits (bubblewrap's --args memfd)
+    bubblewrapped: bool = False  # the agent runs under bubblewrap, which reports its signals as exit codes
 
     def layers_record(self) -> dict[str, object]:
         return {"applied": self.applied, "missing": self.missing}
@@ -90,6 +92,14 @@ class Launch:
                 os.close(fd)
         self.pass_fds = ()
 
+    def discard(self) -> None:
+        """Undo :meth:`Sandbox.prepare` for a launch that never started: its groups and descriptors go."""
+        try:
+            if self.cgroup is not None:
+                self.cgroup.remove()
+        finally:
+            self.close_fds()
+
 
 @dataclass
 class Sandbox:
@@ -100,7 +110,7 @@ class Sandbox:
     unavailable: dict[str, str] = field(default_factory=dict)  # layer → why this host cannot apply it
 
     @classmethod
-    def detect(cls, disable: tuple[str, ...] | list[str] = (), *, quiet: bool = False) -> Sandbox:
+    def detect(cls, disable: Sequence[str] = (), *, quiet: bool = False) -> Sandbox:
         """Probe the host; ``disable`` names switches (cgroups, rlimits, bubblewrap) the operator turned off.
         Every missing layer is logged as a warning unless ``quiet`` (``doctor`` shows them itself)."""
         unknown = set(disable) - set(SWITCHES)
@@ -176,7 +186,17 @@ class Sandbox:
             )
         argv = ["/bin/sh", "-c", "\n".join(script), "syntropism-launch", *inner]
         applied = [layer for layer in ALL_LAYERS if layer not in missing]
-        return Launch(argv, workspace, cgroup, applied, missing, agent_workspace, agent_socket, pass_fds)
+        return Launch(
+            argv, workspace, cgroup, applied, missing, agent_workspace, agent_socket, pass_fds, self.bwrap is not None
+        )
+
+    def remove_leftovers(self, name: str) -> None:
+        """Kill and remove the groups an earlier runtime made for ``name``, if they are still there."""
+        if self.cgroups is not None:
+            leftover = self.cgroups.existing(name)
+            if leftover is not None:
+                leftover.kill()
+                leftover.remove()
 
     @staticmethod
     def _rlimits(envelope: Envelope, *, memory_held: bool) -> list[str]:

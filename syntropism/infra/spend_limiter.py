@@ -17,13 +17,16 @@ import re
 import threading
 import time
 from collections.abc import Callable
+from typing import Any
 
 from sqlalchemy import PoolProxiedConnection, make_url
 
 from syntropism.infra.database import Database
+from syntropism.infra.tables import SpendBucket, table_of
 
 BUCKET = "llm"
-TABLE = "spend_buckets"
+BUCKETS = table_of(SpendBucket)
+TABLE = BUCKETS.name
 
 
 class SpendLimiter:
@@ -74,7 +77,7 @@ class SpendLimiter:
     def _execute(self, sql: str, **values: float) -> float | None:
         """One statement in its own transaction (the bucket row is changed by one statement: atomic)."""
         with self._lock:
-            raw = self._writer().driver_connection  # first: creating the bucket row stamps it with the clock
+            raw = _driver(self._writer())  # first: creating the bucket row stamps it with the clock
             parameters = {"name": BUCKET, "capacity": self.capacity, "rate": self.rate, "now": self.clock(), **values}
             if self.database.backend == "sqlite":
                 row = raw.execute(sql, parameters).fetchone()
@@ -95,10 +98,13 @@ class SpendLimiter:
     def _writer(self) -> PoolProxiedConnection:
         if self._connection is None:
             self._connection = self.database.dedicated_connection()
-            raw = self._connection.driver_connection
+            raw = _driver(self._connection)
             if self.database.backend == "sqlite":
                 raw.execute("PRAGMA synchronous=NORMAL")  # this connection's commits only: no fsync
-                raw.execute(f"INSERT OR IGNORE INTO {TABLE} VALUES (?, ?, ?, 0)", (BUCKET, self.capacity, self.clock()))
+                raw.execute(
+                    f"INSERT OR IGNORE INTO {TABLE} (name, level, refreshed_at, version) VALUES (?, ?, ?, 0)",
+                    (BUCKET, self.capacity, self.clock()),
+                )
             else:
                 with raw.cursor() as cursor:
                     cursor.execute("SET synchronous_commit TO off")
@@ -111,6 +117,14 @@ class SpendLimiter:
         return self._connection
 
 
+def _driver(connection: PoolProxiedConnection) -> Any:
+    """The DBAPI connection under the pool's proxy (gone only once the proxy is closed)."""
+    raw = connection.driver_connection
+    if raw is None:
+        raise RuntimeError("the spend limiter's connection was closed")
+    return raw
+
+
 def _bucket_database(database: Database) -> Database:
     """Where the bucket lives: the database itself on a server; on SQLite, a file of its own beside it."""
     url = make_url(database.url)
@@ -118,8 +132,5 @@ def _bucket_database(database: Database) -> Database:
         return database
     bucket = Database(str(url.set(database=f"{url.database}.limiter")), sqlite_synchronous="NORMAL")
     with bucket.engine.begin() as connection:
-        connection.exec_driver_sql(
-            f"CREATE TABLE IF NOT EXISTS {TABLE} (name VARCHAR(32) PRIMARY KEY, level FLOAT NOT NULL, "
-            "refreshed_at FLOAT NOT NULL, version BIGINT NOT NULL)"
-        )
+        BUCKETS.create(connection, checkfirst=True)  # the schema's own definition of the table, alone in its file
     return bucket

@@ -6,6 +6,7 @@ Conventions: money is integer micro-credits (``*_micros``), capacity fractions a
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from datetime import UTC, datetime
 from decimal import Decimal
 
@@ -19,12 +20,16 @@ from sqlalchemy import (
     Integer,
     MetaData,
     String,
+    Table,
     Text,
     TypeDecorator,
     UniqueConstraint,
     text,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+from syntropism.domain.models import PPM, Resource, ResourceBundle, bundle_from_ppm, bundle_to_ppm, seconds_to_ms
+from syntropism.domain.status import AgentStatus, BidStatus, ExecutionStatus, PromptStatus
 
 # Integer primary keys that autoincrement on SQLite (rowid) and are 64-bit elsewhere.
 AutoId = BigInteger().with_variant(Integer(), "sqlite")
@@ -85,6 +90,11 @@ class Base(DeclarativeBase):
     metadata = MetaData(naming_convention=NAMING)
 
 
+def table_of(model: type[Base]) -> Table:
+    """The Core table behind a mapped class, typed as one (``__table__`` is typed as any FromClause)."""
+    return Base.metadata.tables[model.__tablename__]
+
+
 class BundleColumns:
     """The resource bundle, flattened: fractions in ppm, duration in milliseconds."""
 
@@ -95,12 +105,28 @@ class BundleColumns:
     duration_ms: Mapped[int] = mapped_column(BigInteger)
 
 
+def ppm_columns(ppm: Mapping[Resource, int], duration_ms: int) -> dict[str, int]:
+    """Shares in ppm and a duration in ms as the :class:`BundleColumns` they fill, by column name."""
+    return {f"{resource.value}_ppm": ppm[resource] for resource in Resource} | {"duration_ms": duration_ms}
+
+
+def bundle_columns(bundle: ResourceBundle) -> dict[str, int]:
+    """A bundle as the bids and executions columns store it: fractions in ppm, duration in ms."""
+    return ppm_columns(bundle_to_ppm(bundle), seconds_to_ms(bundle.duration_seconds))
+
+
+def bundle_of(row: BundleColumns) -> ResourceBundle:
+    """The bundle a bids or executions row stores (the inverse of :func:`bundle_columns`)."""
+    ppm = {resource: int(getattr(row, f"{resource.value}_ppm")) for resource in Resource}
+    return bundle_from_ppm(ppm, row.duration_ms)
+
+
 class Agent(Base):
     __tablename__ = "agents"
 
     id: Mapped[str] = mapped_column(String(128), primary_key=True)
     name: Mapped[str] = mapped_column(String(128))
-    status: Mapped[str] = mapped_column(String(16), default="dormant")  # active | dormant | died
+    status: Mapped[str] = mapped_column(String(16), default=AgentStatus.DORMANT)  # an AgentStatus
     entry_point: Mapped[str] = mapped_column(Text)
     parent_id: Mapped[str | None] = mapped_column(ForeignKey("agents.id"))
     created_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
@@ -162,7 +188,7 @@ class Bid(BundleColumns, Base):
     amount_micros: Mapped[int] = mapped_column(BigInteger)
     lifetime_cycles: Mapped[int] = mapped_column(Integer)
     cycles_remaining: Mapped[int] = mapped_column(Integer)
-    status: Mapped[str] = mapped_column(String(16), default="pending")  # pending | won | outbid | cancelled
+    status: Mapped[str] = mapped_column(String(16), default=BidStatus.PENDING)  # a BidStatus
     paid_micros: Mapped[int | None] = mapped_column(BigInteger)  # what it paid when it won
     idempotency_key: Mapped[str | None] = mapped_column(String(200), unique=True)
     placed_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
@@ -183,7 +209,7 @@ class Execution(BundleColumns, Base):
     agent_id: Mapped[str] = mapped_column(ForeignKey("agents.id"), index=True)
     bid_id: Mapped[str | None] = mapped_column(ForeignKey("bids.id"), unique=True)
     cycle: Mapped[int] = mapped_column(BigInteger)
-    status: Mapped[str] = mapped_column(String(16), default="allocated")  # allocated | running | terminated
+    status: Mapped[str] = mapped_column(String(16), default=ExecutionStatus.ALLOCATED)  # an ExecutionStatus
     allocated_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
     started_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
     ended_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
@@ -236,7 +262,7 @@ class Prompt(Base):
     text: Mapped[str] = mapped_column(Text)
     attachments: Mapped[str] = mapped_column(Text, default="[]")  # JSON: paths in the agent's workspace
     attention_ms: Mapped[int] = mapped_column(BigInteger)  # what it cost of the execution's attention share
-    status: Mapped[str] = mapped_column(String(16), default="pending")  # pending | scored | expired
+    status: Mapped[str] = mapped_column(String(16), default=PromptStatus.PENDING)  # a PromptStatus
     created_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
     expires_at: Mapped[datetime] = mapped_column(UtcDateTime)
     scored_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
@@ -271,7 +297,7 @@ class MarketState(Base):
     __tablename__ = "market_state"
 
     resource: Mapped[str] = mapped_column(String(16), primary_key=True)
-    available_supply_ppm: Mapped[int] = mapped_column(Integer, default=1_000_000)
+    available_supply_ppm: Mapped[int] = mapped_column(Integer, default=PPM)
     current_utilization_ppm: Mapped[int] = mapped_column(Integer, default=0)
     current_market_price: Mapped[Decimal] = mapped_column(DecimalText)
     cycle: Mapped[int] = mapped_column(BigInteger, default=0)

@@ -3,6 +3,7 @@ exported only when ``otel_exporter`` asks for it."""
 
 from __future__ import annotations
 
+import importlib
 import logging
 from collections.abc import Mapping
 
@@ -22,11 +23,12 @@ def _exporter(kind: str) -> SpanExporter | None:
     if kind == "console":
         return ConsoleSpanExporter()
     if kind == "otlp":
-        try:
-            from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+        try:  # imported by name: an optional extra, which a type check need not have installed
+            otlp = importlib.import_module("opentelemetry.exporter.otlp.proto.http.trace_exporter")
         except ImportError as exc:
             raise RuntimeError("otel_exporter=otlp needs the OTLP exporter: pip install 'syntropism[otlp]'") from exc
-        return OTLPSpanExporter()
+        exporter: SpanExporter = otlp.OTLPSpanExporter()
+        return exporter
     return None
 
 

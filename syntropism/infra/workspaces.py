@@ -30,7 +30,7 @@ from datetime import datetime
 from pathlib import Path, PurePosixPath
 
 from syntropism.config import Settings
-from syntropism.domain.errors import Refused
+from syntropism.domain.errors import Reason, Refused
 from syntropism.domain.identity import check_agent_id
 
 STATE_FILE = "state.json"
@@ -66,15 +66,17 @@ class _Spent:
 def plain_parts(path: str, what: str) -> tuple[str, ...]:
     """``path`` (relative, inside a workspace) as its components; refuses absolute paths, ``..`` and NUL."""
     if not isinstance(path, str) or not path or len(path) > MAX_PATH_CHARS or "\x00" in path:
-        raise WorkspaceRefused("invalid_path", f"{what} must be a relative path of 1–{MAX_PATH_CHARS} characters")
+        raise WorkspaceRefused(Reason.INVALID_PATH, f"{what} must be a relative path of 1–{MAX_PATH_CHARS} characters")
     pure = PurePosixPath(path)
     if pure.is_absolute():
-        raise WorkspaceRefused("invalid_path", f"{what} {path[:200]!r} is absolute; name a path inside the workspace")
+        raise WorkspaceRefused(
+            Reason.INVALID_PATH, f"{what} {path[:200]!r} is absolute; name a path inside the workspace"
+        )
     parts = tuple(part for part in pure.parts if part != ".")
     if ".." in parts:
-        raise WorkspaceRefused("invalid_path", f"{what} {path[:200]!r} climbs out with '..'")
+        raise WorkspaceRefused(Reason.INVALID_PATH, f"{what} {path[:200]!r} climbs out with '..'")
     if any(len(part.encode()) > 255 for part in parts):
-        raise WorkspaceRefused("invalid_path", f"{what} {path[:200]!r} has a component over 255 bytes")
+        raise WorkspaceRefused(Reason.INVALID_PATH, f"{what} {path[:200]!r} has a component over 255 bytes")
     return parts
 
 
@@ -103,10 +105,10 @@ def _folder(base: Path, parts: tuple[str, ...], *, create: bool = False) -> Iter
 
 def _refusal(error: OSError, what: str, path: str) -> WorkspaceRefused:
     if error.errno in (errno.ELOOP, errno.ENOTDIR):
-        return WorkspaceRefused("invalid_path", f"{what} {path[:200]!r} goes through a link or a non-folder")
+        return WorkspaceRefused(Reason.INVALID_PATH, f"{what} {path[:200]!r} goes through a link or a non-folder")
     if error.errno == errno.ENOENT:
-        return WorkspaceRefused("not_found", f"{what} {path[:200]!r} does not exist in the workspace")
-    return WorkspaceRefused("invalid_path", f"{what} {path[:200]!r}: {error.strerror}")
+        return WorkspaceRefused(Reason.NOT_FOUND, f"{what} {path[:200]!r} does not exist in the workspace")
+    return WorkspaceRefused(Reason.INVALID_PATH, f"{what} {path[:200]!r}: {error.strerror}")
 
 
 class Workspaces:
@@ -132,7 +134,7 @@ class Workspaces:
         with contextlib.suppress(FileExistsError):
             workspace.mkdir(mode=0o755)
         if workspace.is_symlink() or not workspace.is_dir():
-            raise WorkspaceRefused("invalid_path", f"the workspace of {agent_id} is not a folder")
+            raise WorkspaceRefused(Reason.INVALID_PATH, f"the workspace of {agent_id} is not a folder")
         with _folder(workspace, ()) as fd:
             try:
                 handle = os.open(STATE_FILE, WRITE_FLAGS, 0o644, dir_fd=fd)
@@ -160,7 +162,7 @@ class Workspaces:
         """The content of a regular file in the workspace (no links), at most ``max_bytes``."""
         parts = plain_parts(path, what)
         if not parts:
-            raise WorkspaceRefused("invalid_path", f"{what} {path!r} names the workspace itself, not a file")
+            raise WorkspaceRefused(Reason.INVALID_PATH, f"{what} {path!r} names the workspace itself, not a file")
         try:
             with _folder(self.path_of(agent_id), parts[:-1]) as folder:
                 fd = os.open(parts[-1], READ_FLAGS, dir_fd=folder)
@@ -168,10 +170,10 @@ class Workspaces:
             raise _refusal(error, what, path) from None
         with os.fdopen(fd, "rb") as handle:
             if not stat.S_ISREG(os.fstat(fd).st_mode):
-                raise WorkspaceRefused("invalid_path", f"{what} {path[:200]!r} is not a regular file")
+                raise WorkspaceRefused(Reason.INVALID_PATH, f"{what} {path[:200]!r} is not a regular file")
             content = handle.read(max_bytes + 1)
         if len(content) > max_bytes:
-            raise WorkspaceRefused("too_large", f"{what} {path[:200]!r} is over {max_bytes} bytes")
+            raise WorkspaceRefused(Reason.TOO_LARGE, f"{what} {path[:200]!r} is over {max_bytes} bytes")
         return content
 
     def usage(self, agent_id: str, *, limit_entries: int) -> tuple[int, int]:
@@ -198,7 +200,7 @@ class Workspaces:
         source_parts = plain_parts(source, "source")
         entry_parts = plain_parts(entry_point, "entry point")
         if not entry_parts:
-            raise WorkspaceRefused("invalid_path", "the entry point must name a file")
+            raise WorkspaceRefused(Reason.INVALID_PATH, "the entry point must name a file")
         staged = self._new_staging()
         try:
             spent = _Spent()
@@ -215,14 +217,16 @@ class Workspaces:
                     with _folder(staged, entry_parts[:-1], create=True) as target:
                         _copy_file(parent, name, target, entry_parts[-1], budget, spent)
                 else:
-                    raise WorkspaceRefused("invalid_path", f"source {source[:200]!r} is neither a file nor a folder")
+                    raise WorkspaceRefused(
+                        Reason.INVALID_PATH, f"source {source[:200]!r} is neither a file nor a folder"
+                    )
             with _folder(staged, ()) as fd:
                 with contextlib.suppress(FileNotFoundError):
                     os.unlink(STATE_FILE, dir_fd=fd)
                 with os.fdopen(os.open(STATE_FILE, WRITE_FLAGS, 0o644, dir_fd=fd), "w") as state:
                     state.write("{}\n")
             if not self._is_regular(staged, entry_parts):
-                raise WorkspaceRefused("invalid_spawn", f"entry point {entry_point!r} is not a file in {source!r}")
+                raise WorkspaceRefused(Reason.INVALID_SPAWN, f"entry point {entry_point!r} is not a file in {source!r}")
         except BaseException:
             self.discard(staged)
             raise
@@ -235,13 +239,13 @@ class Workspaces:
             for path, content in files.items():
                 parts = plain_parts(path, "file")
                 if not parts:
-                    raise WorkspaceRefused("invalid_path", f"file {path!r} names the workspace itself")
+                    raise WorkspaceRefused(Reason.INVALID_PATH, f"file {path!r} names the workspace itself")
                 mode = 0o755 if PurePosixPath(path).suffix in executable_suffixes else 0o644
                 with _folder(staged, parts[:-1], create=True) as folder:
                     try:
                         handle = os.open(parts[-1], WRITE_FLAGS, mode, dir_fd=folder)
                     except FileExistsError:
-                        raise WorkspaceRefused("invalid_path", f"file {path!r} is given twice") from None
+                        raise WorkspaceRefused(Reason.INVALID_PATH, f"file {path!r} is given twice") from None
                     with os.fdopen(handle, "wb") as out:
                         out.write(content)
                     os.chmod(parts[-1], mode, dir_fd=folder)  # the umask may have narrowed it
@@ -257,7 +261,7 @@ class Workspaces:
         try:
             os.rename(staged, target)  # replaces only an empty folder; a non-empty one raises
         except OSError as error:
-            raise WorkspaceRefused("workspace_exists", f"a workspace for {agent_id} already exists") from error
+            raise WorkspaceRefused(Reason.WORKSPACE_EXISTS, f"a workspace for {agent_id} already exists") from error
         return target
 
     def remove(self, agent_id: str) -> None:
@@ -327,13 +331,13 @@ def _regular_or_link(member: tarfile.TarInfo) -> tarfile.TarInfo | None:
 
 def _copy_folder(origin: int, target: int, budget: Budget, spent: _Spent, *, depth: int) -> None:
     if depth > budget.max_depth:
-        raise WorkspaceRefused("too_large", f"the source nests folders deeper than {budget.max_depth}")
+        raise WorkspaceRefused(Reason.TOO_LARGE, f"the source nests folders deeper than {budget.max_depth}")
     listed = []
     with os.scandir(origin) as entries:
         for entry in entries:  # counted while listed: a folder of a million names is refused, not held in memory
             spent.entries += 1
             if spent.entries > budget.max_entries:
-                raise WorkspaceRefused("too_large", f"the source holds more than {budget.max_entries} entries")
+                raise WorkspaceRefused(Reason.TOO_LARGE, f"the source holds more than {budget.max_entries} entries")
             listed.append(entry)
     for entry in listed:
         try:
@@ -374,7 +378,7 @@ def _copy_file(origin: int, name: str, target: int, target_name: str, budget: Bu
             while chunk := os.read(source, CHUNK_BYTES):
                 spent.bytes += len(chunk)
                 if spent.bytes > budget.max_bytes:
-                    raise WorkspaceRefused("too_large", f"the source holds more than {budget.max_bytes} bytes")
+                    raise WorkspaceRefused(Reason.TOO_LARGE, f"the source holds more than {budget.max_bytes} bytes")
                 view = memoryview(chunk)
                 while view:
                     view = view[os.write(out, view) :]

@@ -88,7 +88,8 @@ class SystemService:
 
     @property
     def envelope(self) -> dict[str, Any]:
-        return json.loads(os.environ.get("SYNTROPISM_ENVELOPE", "{}"))  # type: ignore[no-any-return]
+        envelope: dict[str, Any] = json.loads(os.environ.get("SYNTROPISM_ENVELOPE", "{}"))
+        return envelope
 
     # --- economic -------------------------------------------------------------------------------------------
 
@@ -178,13 +179,15 @@ class SystemService:
         self, text: str, *, attachments: list[str] | None = None, key: str | None = None
     ) -> dict[str, Any]:
         body = {"text": text, "attachments": attachments or []}
-        return self._request("POST", "/attention/prompt", json=body, key=key).json()  # type: ignore[no-any-return]
+        prompt: dict[str, Any] = self._request("POST", "/attention/prompt", json=body, key=key).json()
+        return prompt
 
     def infer(
         self, messages: list[dict[str, Any]], *, model: str | None = None, key: str | None = None, **params: Any
     ) -> dict[str, Any]:
         body = {"messages": messages, "model": model, **params}
-        return self._request("POST", "/intelligence/inference", json=body, key=key).json()  # type: ignore[no-any-return]
+        completion: dict[str, Any] = self._request("POST", "/intelligence/inference", json=body, key=key).json()
+        return completion
 
     # --- plumbing -------------------------------------------------------------------------------------------
 

@@ -12,13 +12,12 @@ import pytest
 
 from syntropism.config import Settings
 from syntropism.core.allocation import AllocationScheduler
-from syntropism.core.market import bundle_columns
 from syntropism.domain import economy as E
 from syntropism.domain.models import ResourceBundle, time_ordered_id
 from syntropism.infra.agents import register_agent
 from syntropism.infra.database import Database
 from syntropism.infra.ledger import Ledger, apply_batch
-from syntropism.infra.tables import Bid
+from syntropism.infra.tables import Bid, bundle_columns
 from tests.adversarial.conftest import Economy
 
 

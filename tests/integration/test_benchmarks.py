@@ -18,7 +18,7 @@ from fastapi import FastAPI
 
 from syntropism.benchmarks import BenchmarkRunner, LoadedScenario, load_scenario, shipped_scenarios
 from syntropism.benchmarks.judge import judge_run
-from syntropism.benchmarks.scenario import parse_scenario
+from syntropism.benchmarks.loader import parse_scenario
 from syntropism.config import Settings
 from tests.support.api import serving
 

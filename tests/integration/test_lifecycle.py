@@ -14,7 +14,7 @@ from syntropism.core.market import MarketManager
 from syntropism.core.social import SocialService
 from syntropism.domain import economy as E
 from syntropism.domain.events import parse_event
-from syntropism.domain.market import BidRejected
+from syntropism.domain.market import BidRefused
 from syntropism.infra.agents import register_agent
 from syntropism.infra.database import Database
 from syntropism.infra.ledger import Ledger
@@ -56,7 +56,7 @@ def test_a_dormant_agent_without_credits_dies_after_the_grace_period(tmp_path: P
 
         market = MarketManager(database, settings)
         Ledger(database).execute(E.grant("saver", 5, idempotency_key="more"))
-        with pytest.raises(BidRejected) as rejection:
+        with pytest.raises(BidRefused) as rejection:
             market.place_bid("saver", BUNDLE, 1, idempotency_key="wake-the-dead", on_behalf_of="pauper")
         assert rejection.value.reason == "agent_dead"
     finally:

@@ -18,7 +18,7 @@ from syntropism.config import Settings
 from syntropism.core.allocation import AllocationScheduler, CycleReport
 from syntropism.core.market import MarketManager
 from syntropism.domain import economy as E
-from syntropism.domain.market import BidRejected
+from syntropism.domain.market import BidRefused
 from syntropism.domain.models import Resource
 from syntropism.infra.agents import register_agent
 from syntropism.infra.database import Database
@@ -87,7 +87,7 @@ def test_placing_a_bid_locks_its_amount(market: Market) -> None:
     assert market.ledger.balance("a") == type(market.ledger.balance("a"))("a", D("69.5"), D("30.5"))
     again = market.manager.place_bid("a", A, "30.5", idempotency_key="k1")
     assert again.replayed and again.bid_id == placed.bid_id and market.ledger.balance("a").locked == D("30.5")
-    with pytest.raises(BidRejected, match="used for a different bid") as caught:
+    with pytest.raises(BidRefused, match="used for a different bid") as caught:
         market.manager.place_bid("a", A, "31", idempotency_key="k1")
     assert caught.value.reason == "idempotency_conflict" and market.ledger.balance("a").locked == D("30.5")
     assert market.event_types()[-3:] == ["economy.credits_locked", "market.bid_placed", "market.bid_rejected"]
@@ -114,7 +114,7 @@ def test_bad_bids_are_rejected_with_a_reason_and_change_nothing(  # type: ignore
 ) -> None:
     with market.database.reader() as session:
         bids_before = session.scalar(select(func.count()).select_from(Bid))
-    with pytest.raises(BidRejected) as caught:
+    with pytest.raises(BidRefused) as caught:
         market.manager.place_bid(agent, bundle, amount, idempotency_key="bad", lifetime_cycles=lifetime)
     assert caught.value.reason == reason and caught.value.detail
     with market.database.reader() as session:
@@ -128,18 +128,18 @@ def test_dead_agents_cannot_bid(market: Market) -> None:
 
     with market.database.transaction() as session:
         session.execute(update(Agent).where(Agent.id == "b").values(status="died"))
-    with pytest.raises(BidRejected, match="has died") as caught:
+    with pytest.raises(BidRefused, match="has died") as caught:
         market.manager.place_bid("a", A, 1, idempotency_key="wake-b", on_behalf_of="b")
     assert caught.value.reason == "agent_dead"
 
 
 def test_cancelling_unlocks_and_only_pending_bids_of_ones_own(any_market: Market) -> None:
     bid_id = any_market.manager.place_bid("a", A, 30, idempotency_key="k").bid_id
-    with pytest.raises(BidRejected, match="has no bid"):
+    with pytest.raises(BidRefused, match="has no bid"):
         any_market.manager.cancel_bid("b", bid_id)
     any_market.manager.cancel_bid("a", bid_id)
     assert any_market.ledger.balance("a").available == 100
-    with pytest.raises(BidRejected, match="already cancelled"):
+    with pytest.raises(BidRefused, match="already cancelled"):
         any_market.manager.cancel_bid("a", bid_id)
     assert any_market.event_types()[-2:] == ["economy.credits_unlocked", "market.bid_cancelled"]
 

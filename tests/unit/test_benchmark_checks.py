@@ -13,18 +13,10 @@ import pytest
 
 from syntropism.benchmarks.checks import CheckResult, FinalObservation, check_events, check_final_state, satisfies
 from syntropism.benchmarks.judge import parse_judgement
+from syntropism.benchmarks.loader import load_scenario, parse_scenario, shipped_scenarios
 from syntropism.benchmarks.report import exit_code, reliability, summary_line
-from syntropism.benchmarks.runner import ScenarioResult
-from syntropism.benchmarks.scenario import (
-    SCHEMA_FILE,
-    FinalState,
-    ScenarioError,
-    Validation,
-    load_scenario,
-    parse_scenario,
-    scenario_json_schema,
-    shipped_scenarios,
-)
+from syntropism.benchmarks.result import ScenarioResult
+from syntropism.benchmarks.scenario import SCHEMA_FILE, FinalState, ScenarioError, Validation, scenario_json_schema
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
 

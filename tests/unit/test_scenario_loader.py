@@ -12,16 +12,9 @@ from typing import Any
 import pytest
 
 from syntropism.benchmarks.checks import check_events
-from syntropism.benchmarks.scenario import (
-    Judge,
-    LoadedScenario,
-    Scenario,
-    ScenarioError,
-    load_scenario,
-    parse_scenario,
-    shipped_scenarios,
-    upgrade_legacy,
-)
+from syntropism.benchmarks.legacy import upgrade_legacy
+from syntropism.benchmarks.loader import load_scenario, parse_scenario, shipped_scenarios
+from syntropism.benchmarks.scenario import Judge, LoadedScenario, Scenario, ScenarioError
 
 BASE = {"scenario_id": "old", "name": "older", "domain": "economic_reasoning"}
 

@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict
-
 from fastapi import APIRouter
 
 from syntropism.api.dependencies import ERRORS, CallerDep, IdempotencyKey, ServicesDep
+from syntropism.api.shapes import prompt_out
 from syntropism.schemas import PromptIn, PromptOut
 
 router = APIRouter(tags=["attention"], responses=ERRORS)
@@ -16,4 +15,4 @@ router = APIRouter(tags=["attention"], responses=ERRORS)
 def post_prompt(svc: ServicesDep, me: CallerDep, body: PromptIn, key: IdempotencyKey) -> PromptOut:
     """Put a prompt before the human, within your execution's attention share (402 past it)."""
     prompt = svc.attention.submit(me.agent_id, me.execution_id, body.text, body.attachments, idempotency_key=key)
-    return PromptOut(**asdict(prompt))
+    return prompt_out(prompt)

@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 from fastapi import APIRouter
-from sqlalchemy import select
 
 from syntropism.api.dependencies import ERRORS, CallerDep, IdempotencyKey, Services, ServicesDep
-from syntropism.api.shapes import bid_out, market_state_out, placed_out
+from syntropism.api.shapes import market_state_out, placed_out
 from syntropism.domain.identity import agent_key
-from syntropism.infra.tables import Bid
+from syntropism.infra import read_models
 from syntropism.schemas import BidIn, BidOut, MarketStateOut
 
 router = APIRouter(prefix="/market", tags=["market"], responses=ERRORS)
@@ -16,12 +15,8 @@ router = APIRouter(prefix="/market", tags=["market"], responses=ERRORS)
 
 @router.get("/state", response_model=MarketStateOut)
 def get_market_state(svc: ServicesDep, me: CallerDep) -> MarketStateOut:
-    with svc.database.reader() as session:
-        bids = session.scalars(
-            select(Bid).where(Bid.agent_id == me.agent_id, Bid.status == "pending").order_by(Bid.seq)
-        ).all()
-        own = [bid_out(bid) for bid in bids]
-    return market_state_out(svc, own)
+    own = read_models.pending_bids(svc.database, me.agent_id)
+    return market_state_out(svc.market.market_state(), own)
 
 
 @router.post("/bid", response_model=BidOut)
@@ -30,6 +25,7 @@ def post_bid(svc: ServicesDep, me: CallerDep, body: BidIn, key: IdempotencyKey) 
 
 
 def place_bid(svc: Services, payer: str, body: BidIn, key: str) -> BidOut:
+    """The bid ``payer`` places under ``key``, already scoped to whoever sent it (the agent or the operator)."""
     placed = svc.market.place_bid(
         payer,
         body.bundle,

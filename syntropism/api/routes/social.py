@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict
 from typing import Annotated
 
 from fastapi import APIRouter, Query
 
 from syntropism.api.dependencies import ERRORS, CallerDep, IdempotencyKey, ServicesDep
-from syntropism.schemas import InboxOut, MessageIn, MessageOut, RewardOut, SpawnIn, SpawnOut
+from syntropism.api.shapes import message_out, reward_out, spawned_out
+from syntropism.schemas import InboxOut, MessageIn, MessageOut, SpawnIn, SpawnOut
 
 router = APIRouter(prefix="/social", tags=["social"], responses=ERRORS)
 
@@ -16,7 +16,7 @@ router = APIRouter(prefix="/social", tags=["social"], responses=ERRORS)
 @router.post("/message", response_model=MessageOut)
 def post_message(svc: ServicesDep, me: CallerDep, body: MessageIn, key: IdempotencyKey) -> MessageOut:
     sent = svc.social.send(me.agent_id, body.to_agent, body.body, idempotency_key=key, execution_id=me.execution_id)
-    return MessageOut(**asdict(sent))
+    return message_out(sent)
 
 
 @router.get("/inbox", response_model=InboxOut)
@@ -28,18 +28,8 @@ def get_inbox(
 ) -> InboxOut:
     """Messages and rewards that arrived since your last execution, a page at a time (follow `next_after`)."""
     page = svc.social.inbox(me.agent_id, me.execution_id, after=after, limit=limit)
-    messages = [MessageOut(**asdict(m)) for m in page.messages]
-    rewards = [
-        RewardOut(
-            prompt_id=p.prompt_id,
-            interesting=p.interesting or 0,
-            useful=p.useful or 0,
-            understandable=p.understandable or 0,
-            credits=p.credits or 0,
-        )
-        for p in svc.attention.scored_since(me.agent_id, me.execution_id)
-    ]
-    return InboxOut(messages=messages, rewards=rewards, next_after=page.next_after)
+    rewards = [reward_out(p) for p in svc.attention.scored_since(me.agent_id, me.execution_id)]
+    return InboxOut(messages=[message_out(m) for m in page.messages], rewards=rewards, next_after=page.next_after)
 
 
 @router.post("/spawn", response_model=SpawnOut)
@@ -54,4 +44,4 @@ def post_spawn(svc: ServicesDep, me: CallerDep, body: SpawnIn, key: IdempotencyK
         name=body.name,
         execution_id=me.execution_id,
     )
-    return SpawnOut(**asdict(spawned))
+    return spawned_out(spawned)
