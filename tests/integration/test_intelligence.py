@@ -296,6 +296,8 @@ def test_a_failing_record_is_kept_logged_and_retried(
         assert infer(api, auth, "two", max_tokens=10).status_code == 200
         each = prompt_tokens(HELLO) + 10
         asyncio.run(_eventually(lambda: consumed(api).get("alice") == 2 * each))
+        # The reservations go back to the bucket just after the record commits: wait for that too.
+        asyncio.run(_eventually(lambda: sum(returned) >= 2 * (BOUND + 10 - each)))
     assert len(failures) == 2 and failures[-1] >= 1
     assert len(events(api, "intelligence.tokens_consumed")) == 2, "no event lost, none recorded twice"
     assert sum(returned) == 2 * (BOUND + 10 - each), "the unused reservations went back to the bucket once"
