@@ -1,5 +1,9 @@
 """Market clearing: a pure function from pending bids to winners, payments and discovered prices.
 
+It refuses (ValueError, saying which bid or price) what it cannot price: a bid that asks for no resource, two
+bids with one id, an amount or duration that is not positive, a fraction outside 0–1, a negative or
+non-finite price.
+
 ``clear_market`` does no I/O and touches no database, so mechanism-design work can call it directly. Bids are
 held as columns (:class:`BidBook`): capacity fractions in parts per million and amounts in micro-credits, so
 every capacity check is exact integer arithmetic, and a million bids clear in well under a second.
@@ -14,8 +18,9 @@ Mechanisms (what a winner pays; both allocate as above):
 * ``FIRST_PRICE`` — a winner pays its bid. Simple and revenue-maximal for given bids, but not truthful:
   a bidder gains by shading its bid toward what it expects the others to bid.
 * ``CRITICAL_VALUE`` — a winner pays its critical value: the least it could have bid and still won (the bid
-  of the first rival that would otherwise take the capacity it needs), and at least the reserve (the floor
-  price for the capacity-seconds it takes) unless it bid less than that. Greedy allocation is monotone, so
+  of the first rival that would otherwise take the capacity it needs, one micro-credit more if that rival
+  would win the tie), and at least the reserve (the floor price for the capacity-seconds it takes) unless it
+  bid less than that. Greedy allocation is monotone, so
   with critical payments bidding one's true value is a dominant strategy for single-minded bidders
   (Lehmann, O'Callaghan and Shoham, 2002). A winner never pays more than it bid; losers pay nothing.
 
@@ -35,6 +40,7 @@ can make a cycle raise, and a price the operator configured absurdly high is bro
 from __future__ import annotations
 
 import functools
+from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal
@@ -101,6 +107,15 @@ class BidBook:
             raise ValueError("a bid's fractions must lie within 0–1")
         if n and ((self.amounts <= 0).any() or (self.duration_ms <= 0).any()):
             raise ValueError("a bid's amount and duration must be positive")
+        if n and (self.amounts > MAX_AMOUNT_MICROS).any():
+            raise ValueError(f"a bid's amount must be at most {MAX_AMOUNT_MICROS} micro-credits")
+        empty = np.flatnonzero(~self.demand.any(axis=1))
+        if empty.size:
+            raise ValueError(f"bid {self.ids[empty[0]]} asks for no resource: every bid needs a fraction above 0")
+        ids = self.ids.tolist()
+        if len(set(ids)) != n:
+            twice = next(bid_id for bid_id, count in Counter(ids).items() if count > 1)
+            raise ValueError(f"bid id {twice} appears more than once: every bid needs its own id")
 
     def __len__(self) -> int:
         return len(self.ids)
@@ -168,6 +183,20 @@ def _shares_in_ppm(values: Mapping[Resource, Decimal]) -> NDArray[np.int64]:
     return np.array([fraction_to_ppm(Decimal(values.get(r, 0))) for r in RESOURCES], dtype=np.int64)
 
 
+@dataclass(frozen=True)
+class _Ordered:
+    """The book's columns in allocation order, as the critical-value search reads them."""
+
+    demand: NDArray[np.int64]
+    amounts: NDArray[np.int64]
+    placed: NDArray[np.int64]
+    ids: NDArray[np.str_]
+
+    def tie_rank(self, position: int) -> tuple[int, str]:
+        """What decides between equal amounts: earlier placement, then the lower id."""
+        return int(self.placed[position]), str(self.ids[position])
+
+
 def allocation_order(book: BidBook) -> NDArray[np.intp]:
     """Rows by total credit value, highest first; ties by placement, then bid id (input order never matters)."""
     return np.lexsort((book.ids, book.placed, -book.amounts))
@@ -215,22 +244,22 @@ def _greedy(
     return winners, blocked, available, remaining
 
 
-def _critical_payment(
-    demand: NDArray[np.int64],
-    amounts: NDArray[np.int64],
-    winner: int,
-    remaining_at_turn: NDArray[np.int64],
-    reserve: int,
-) -> int:
-    """The least ``winner`` (a position in allocation order) could have bid and still won: the bid of the
-    first later rival that, allocated in its absence, leaves too little for it; at least ``reserve``."""
+def _critical_payment(book: _Ordered, winner: int, remaining_at_turn: NDArray[np.int64], reserve: int) -> int:
+    """The least ``winner`` (a position in allocation order) could have bid and still won, at least ``reserve``.
+
+    Bidding less moves it back in the order past rivals that, allocated in its absence, leave it less and less;
+    it wins as long as it stays ahead of the first rival that leaves too little. At that rival's amount it stays
+    ahead only if it would win the tie (earlier placement, then lower id); otherwise it needs one micro-credit
+    more. Greedy allocation is monotone, so that threshold is exactly the least winning bid."""
+    demand, amounts = book.demand, book.amounts
     needs, remaining = demand[winner], remaining_at_turn.copy()
     start = winner + 1
     while (position := _next_fit(demand, start, remaining)) is not None:
         remaining -= demand[position]
         if (needs > remaining).any():
-            # Bidding as much as this rival keeps it ahead (ties go to the earlier in the order).
-            return min(int(amounts[winner]), max(reserve, int(amounts[position])))
+            rival_wins_tie = book.tie_rank(position) < book.tie_rank(winner)
+            threshold = int(amounts[position]) + (1 if rival_wins_tie else 0)
+            return min(int(amounts[winner]), max(reserve, threshold))
         start = position + 1
     return min(reserve, int(amounts[winner]))
 
@@ -242,11 +271,13 @@ def _reserve_micros(row_demand: NDArray[np.int64], duration_ms: int, floor: Frac
 
 def _bounded(price: Decimal, what: str) -> Decimal:
     """A given price (or floor) held within [0, MAX_PRICE]; compared as a Decimal, so that even ``9e999999``
-    costs nothing to bring down."""
+    costs nothing to bring down. A negative one is refused: no price the market discovers is below zero."""
     price = Decimal(price)
     if not price.is_finite():
         raise ValueError(f"{what} must be a finite number, got {price}")
-    return min(max(price, Decimal(0)), MAX_PRICE)
+    if price < 0:
+        raise ValueError(f"{what} must not be negative, got {price}")
+    return min(price, MAX_PRICE)
 
 
 def published_price(exact: Fraction, floor: Decimal) -> Decimal:
@@ -311,6 +342,8 @@ def clear_market(
     missing = [r.value for r in RESOURCES if r not in previous_prices]
     if missing:
         raise ValueError(f"previous prices missing for {', '.join(missing)}")
+    for r in RESOURCES:
+        _bounded(previous_prices[r], f"previous price of {r.value}")
     lowest = _bounded(floor, "price floor")
     reserve_price = Fraction(lowest)
 
@@ -319,15 +352,16 @@ def clear_market(
     amounts = bids.amounts[order]
     start = CAPACITY_PPM - in_use
     positions, blocked, available, remaining = _greedy(demand, start)
+    ordered = _Ordered(demand, amounts, bids.placed[order], bids.ids[order]) if mechanism == CRITICAL_VALUE else None
 
     winners = []
     taken = np.zeros_like(start)
     for position in positions:
         row = int(order[position])
         payment = int(amounts[position])
-        if mechanism == CRITICAL_VALUE:
+        if ordered is not None:
             reserve = _reserve_micros(demand[position], int(bids.duration_ms[row]), reserve_price)
-            payment = _critical_payment(demand, amounts, position, start - taken, reserve)
+            payment = _critical_payment(ordered, position, start - taken, reserve)
         taken += demand[position]
         winners.append(Winner(str(bids.ids[row]), from_micros(int(amounts[position])), from_micros(payment), row))
 
