@@ -97,12 +97,6 @@ class ArrayLedger:
     def minted_micros(self) -> int:
         return self.mint_debits_micros
 
-    def grow(self, agents: int) -> None:
-        """Open accounts for ``agents`` more agents (numbered after the existing ones)."""
-        zeros = np.zeros((2, agents), dtype=np.int64)
-        self.debits_micros = np.concatenate([self.debits_micros, zeros], axis=1)
-        self.credits_micros = np.concatenate([self.credits_micros, zeros], axis=1)
-
     def post(
         self, kind: OperationKind, agents: ArrayLike, amounts_micros: ArrayLike, to_agents: ArrayLike | None = None
     ) -> NDArray[np.int8]:

@@ -18,27 +18,11 @@ from hypothesis import strategies as st
 from syntropism.domain import economy as E
 from syntropism.domain.economy import MAX_AMOUNT_MICROS, AccountState, LedgerError, OperationKind
 from syntropism.domain.errors import Reason
-from syntropism.infra.agents import register_agent
-from syntropism.infra.database import Database
 from syntropism.infra.ledger import Ledger, apply_batch
 from syntropism.lab.ledger import ArrayLedger, Outcome
+from tests.support.ledger_template import AGENTS, copy_of_template
 
-AGENTS = ("a", "b", "c")
 KINDS = (OperationKind.GRANT, OperationKind.LOCK, OperationKind.UNLOCK, OperationKind.BURN, OperationKind.TRANSFER)
-_TEMPLATE: list[Path] = []
-
-
-def template_database() -> Path:
-    if not _TEMPLATE:
-        path = Path(tempfile.mkdtemp(prefix="lab-ledger-template-")) / "ledger.db"
-        database = Database(f"sqlite:///{path}", sqlite_synchronous="NORMAL")
-        database.migrate()
-        with database.transaction() as session:
-            for agent_id in AGENTS:
-                register_agent(session, agent_id)
-        database.dispose()
-        _TEMPLATE.append(path)
-    return _TEMPLATE[0]
 
 
 # Mostly ordinary amounts; some at and past the per-operation cap (so 64-bit totals overflow after ~9 grants),
@@ -80,8 +64,7 @@ class Reference:
     """The real ledger twice over: the domain's post on in-memory accounts, and infra on SQLite."""
 
     def __init__(self, folder: Path) -> None:
-        shutil.copy(template_database(), folder / "ledger.db")
-        self.database = Database(f"sqlite:///{folder / 'ledger.db'}", sqlite_synchronous="NORMAL")
+        self.database = copy_of_template(folder)
         self.ledger = Ledger(self.database)
         self.accounts = {E.SYSTEM_MINT: AccountState(E.SYSTEM_MINT, debits_must_not_exceed_credits=False)}
         self.accounts[E.SYSTEM_BURN] = AccountState(E.SYSTEM_BURN, debits_must_not_exceed_credits=False)

@@ -20,29 +20,11 @@ from sqlalchemy import func, select
 
 from syntropism.domain import economy as E
 from syntropism.domain.economy import LedgerError
-from syntropism.infra.agents import register_agent
-from syntropism.infra.database import Database
 from syntropism.infra.ledger import Ledger
 from syntropism.infra.tables import Account, OutboxEvent, Transfer
+from tests.support.ledger_template import AGENTS, copy_of_template
 
-AGENTS = ("a", "b", "c")
 WEIGHTS = (Decimal(1), Decimal("0.5"), Decimal("0.25"))
-_TEMPLATE: Path | None = None
-
-
-def template_database() -> Path:
-    """A migrated database with three agents, built once and copied for every example."""
-    global _TEMPLATE
-    if _TEMPLATE is None:
-        path = Path(tempfile.mkdtemp(prefix="ledger-template-")) / "ledger.db"
-        database = Database(f"sqlite:///{path}", sqlite_synchronous="NORMAL")
-        database.migrate()
-        with database.transaction() as session:
-            for agent_id in AGENTS:
-                register_agent(session, agent_id)
-        database.dispose()  # checkpoints the WAL into the file
-        _TEMPLATE = path
-    return _TEMPLATE
 
 
 valid_amounts = st.decimals(min_value=Decimal("0.000001"), max_value=Decimal(200), places=6)
@@ -60,8 +42,7 @@ class LedgerMachine(RuleBasedStateMachine):
     @initialize()
     def open_ledger(self) -> None:
         self.folder = Path(tempfile.mkdtemp(prefix="ledger-prop-"))
-        shutil.copy(template_database(), self.folder / "ledger.db")
-        self.database = Database(f"sqlite:///{self.folder / 'ledger.db'}", sqlite_synchronous="NORMAL")
+        self.database = copy_of_template(self.folder)
         self.ledger = Ledger(self.database)
         self.balance = {E.available_account(a): 0 for a in AGENTS} | {E.locked_account(a): 0 for a in AGENTS}
         self.minted = self.burned = 0
